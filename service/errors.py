@@ -1,0 +1,109 @@
+"""The one error tree of the service, each error carrying its envelope code and HTTP status.
+
+Handlers raise these; `service.http.envelope` turns every one into `{code, data, message}` in one
+place. Database trouble becomes `Unavailable` (code 10, 503 + Retry-After) so that senders retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import asyncpg
+
+
+class ServiceError(Exception):
+    code: ClassVar[int] = 3
+    status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "unexpected application error"
+
+    def __init__(self, message: str | None = None, data: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.data = data
+        self.headers = headers or {}
+
+
+class BadValue(ServiceError):
+    code, status, default_message = 1, 400, "a field has a bad value"
+
+
+class NotFound(ServiceError):
+    code, status, default_message = 2, 404, "not found"
+
+
+class UnknownModule(ServiceError):
+    code, status, default_message = 4, 404, "unknown module"
+
+
+class MethodNotAllowed(ServiceError):
+    code, status, default_message = 5, 405, "method not allowed"
+
+
+class UnsupportedFormat(ServiceError):
+    code, status, default_message = 6, 415, "unsupported format"
+
+
+class AuthFailed(ServiceError):
+    code, status, default_message = 8, 401, "authentication failed"
+
+
+class Unavailable(ServiceError):
+    code, status, default_message = 10, 503, "could not save: the database is unavailable, retry later"
+    retry_after = 5
+
+    def __init__(self, message: str | None = None, data: Any = None) -> None:
+        super().__init__(message, data, {"Retry-After": str(self.retry_after)})
+
+
+class MissingParameter(ServiceError):
+    code, status, default_message = 11, 400, "a required parameter is missing"
+
+
+class LimitExceeded(ServiceError):
+    code, status, default_message = 12, 400, "a parameter breaks a limit"
+
+
+class BodyTooLarge(LimitExceeded):
+    status = 413
+
+
+class ShuttingDown(ServiceError):
+    code, status, default_message = 999, 503, "the service is shutting down"
+
+
+def field_error(errors: dict[str, str], code: int) -> ServiceError:
+    """Code 11 when a required field is missing, else code 1; `data` maps each field to its problem."""
+    names = ", ".join(errors)
+    if code == 11:
+        return MissingParameter(f"missing or bad fields: {names}", errors)
+    if code == 6:
+        return UnsupportedFormat(next(iter(errors.values())), errors)
+    return BadValue(f"bad fields: {names}", errors)
+
+
+# What a lost or refusing database looks like from asyncpg: connection errors, timeouts, a server
+# shutting down or in recovery, and contention we could not resolve.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+)
+
+
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        raise Unavailable(data={"reason": type(exc).__name__}) from exc

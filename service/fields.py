@@ -1,0 +1,136 @@
+"""Validation of single field values shared by the dialects and the registration API.
+
+Each reader takes the raw value (a JSON value or a form string) and returns the clean value, or
+raises `FieldError` with what is wrong. `FieldErrors` collects them per field, so one answer names
+every bad field at once.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_ID = 255
+MAX_TEXT = 255
+MAX_SEGMENTS = 255  # concatenated SMS carry the part count in one byte
+# Event times outside this range are typos or garbage, never real deliveries.
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class FieldError(ValueError):
+    pass
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise FieldError("contains a NUL character")
+    return text
+
+
+def message_id(value: Any) -> str:
+    """A message id is text kept exactly as sent; a JSON integer counts as its decimal text."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise FieldError("must be a string")
+    text = str(value)
+    if not text.strip():
+        raise FieldError("must not be empty")
+    if len(text) > MAX_ID:
+        raise FieldError(f"longer than {MAX_ID} characters")
+    return _no_nul(text)
+
+
+def text(value: Any, limit: int = MAX_TEXT) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise FieldError("must be a string")
+    result = str(value)
+    if len(result) > limit:
+        raise FieldError(f"longer than {limit} characters")
+    return _no_nul(result)
+
+
+def count(value: Any, limit: int = MAX_SEGMENTS) -> int | None:
+    """A positive whole number, from a JSON integer or a decimal string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise FieldError("must be a whole number")
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 9:
+            raise FieldError(f"must be a whole number from 1 to {limit}")
+        value = int(stripped)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise FieldError("must be a whole number")
+    if not 1 <= value <= limit:
+        raise FieldError(f"must be from 1 to {limit}")
+    return value
+
+
+def timestamp(value: Any) -> datetime | None:
+    """ISO-8601 (no zone means UTC) or unix seconds, as a number or a decimal string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise FieldError("must be ISO-8601 or unix seconds")
+    if isinstance(value, str):
+        stripped = value.strip()
+        try:
+            seconds: float | None = float(stripped) if stripped[:1].isdigit() and "-" not in stripped else None
+        except ValueError:
+            seconds = None
+        if seconds is None:
+            try:
+                parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00") if stripped.endswith("Z") else stripped)
+            except ValueError:
+                raise FieldError("must be ISO-8601 or unix seconds") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return _in_range(parsed)
+        value = seconds
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > 1e11:
+            raise FieldError("unix seconds out of range")
+        return _in_range(datetime.fromtimestamp(value, tz=UTC))
+    raise FieldError("must be ISO-8601 or unix seconds")
+
+
+def _in_range(moment: datetime) -> datetime:
+    if not MIN_TIME <= moment < MAX_TIME:
+        raise FieldError("must be between 2000 and 2100")
+    return moment
+
+
+class FieldErrors:
+    """Collects per-field problems; `missing` ones decide code 11 over code 1."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+        self.missing: set[str] = set()
+
+    def read(self, data: dict[str, Any], name: str, reader: Any, *, required: bool = False) -> Any:
+        value = data.get(name)
+        if required and (value is None or value == ""):
+            self.errors[name] = "required"
+            self.missing.add(name)
+            return None
+        try:
+            return reader(value)
+        except FieldError as exc:
+            self.errors[name] = str(exc)
+            return None
+
+    def add(self, name: str, reason: str) -> None:
+        self.errors.setdefault(name, reason)
+
+    @property
+    def code(self) -> int:
+        return 11 if self.missing else 1
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)

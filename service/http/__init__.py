@@ -1,0 +1,1 @@
+"""HTTP handlers, thin: authenticate, parse, one transaction, answer in the envelope."""

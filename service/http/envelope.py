@@ -1,0 +1,81 @@
+"""The `{code, data, message}` envelope: success answers and the mapping of every error onto it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.errors import MethodNotAllowed, ServiceError, UnknownModule
+
+logger = logging.getLogger("dlr_tracker.http")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class EnvelopeResponse(Response):
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        code: int,
+        data: Any = None,
+        message: str = "",
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        body = json.dumps(
+            {"code": code, "data": data, "message": message},
+            default=_default,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        super().__init__(body.encode(), status_code=status_code, headers=headers)
+
+
+def ok(data: Any = None, message: str = "") -> EnvelopeResponse:
+    return EnvelopeResponse(0, data, message)
+
+
+def batch_answer(items: list[dict[str, Any]]) -> EnvelopeResponse:
+    """Per-item results: 0 when all succeeded, 98 (207) when some did, 99 (400) when none did."""
+    failed = sum(1 for item in items if item["code"] != 0)
+    if failed == 0:
+        return EnvelopeResponse(0, {"items": items})
+    if failed == len(items):
+        return EnvelopeResponse(99, {"items": items}, "no item of the batch was processed", 400)
+    return EnvelopeResponse(98, {"items": items}, f"{failed} of {len(items)} items failed", 207)
+
+
+async def service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return EnvelopeResponse(exc.code, exc.data, exc.message, exc.status, exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (unknown route, wrong method) in the envelope."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        headers = dict(exc.headers or {})
+    elif exc.status_code == 404:
+        err, headers = UnknownModule(f"no such endpoint: {request.url.path}"), {}
+    else:
+        return EnvelopeResponse(3, None, str(exc.detail), exc.status_code, dict(exc.headers or {}))
+    return EnvelopeResponse(err.code, None, err.message, err.status, headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    reference = uuid.uuid4().hex[:12]
+    logger.error("unhandled error, reference %s", reference, exc_info=exc)
+    return EnvelopeResponse(3, None, f"unexpected application error (reference {reference})", 500)

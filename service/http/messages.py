@@ -1,0 +1,190 @@
+"""`/messages`: register sent messages, read statuses one, many or a page at a time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import fields, store
+from service.auth import require_api_key
+from service.errors import LimitExceeded, NotFound, database_errors, field_error
+from service.http import views
+from service.http.envelope import batch_answer, ok
+from service.http.requests import query, read_body, state
+from service.payloads import PayloadError, RequestParts, decode_request, media_type
+from service.statuses import Status
+
+MAX_IDS = 100
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+
+
+async def register(request: Request) -> Response:
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    parts = RequestParts(
+        "POST",
+        media_type(request.headers.get("content-type")),
+        b"",
+        await read_body(request, app.settings.max_body_bytes),
+    )
+    try:
+        data = decode_request(parts)
+    except PayloadError as exc:
+        raise field_error(exc.errors, exc.code) from None
+    batch = isinstance(data, list)
+    entries = data if batch else [data]
+    if not isinstance(data, dict | list) or not entries:
+        raise field_error({"body": "must be a JSON object or a non-empty array of objects"}, 1)
+    if len(entries) > app.settings.max_batch:
+        raise LimitExceeded(
+            f"batch of {len(entries)} items; at most {app.settings.max_batch}",
+            {"batch": f"at most {app.settings.max_batch} items"},
+        )
+    now = datetime.now(UTC)
+    parsed = [_registration(entry, now) for entry in entries]
+    valid = [p for p in parsed if isinstance(p, store.Registration)]
+    results: list[tuple[str, Status, bool]] = []
+    if valid:
+        async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+            results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
+    answers = iter(results)
+    if not batch:
+        if not isinstance(parsed[0], store.Registration):
+            raise field_error(*parsed[0])
+        message_id, status, created = next(answers)
+        return ok({"id": message_id, "status": status.value, "created": created})
+    items: list[dict[str, Any]] = []
+    for index, p in enumerate(parsed):
+        if isinstance(p, store.Registration):
+            message_id, status, created = next(answers)
+            items.append({"index": index, "code": 0, "id": message_id, "status": status.value, "created": created})
+        else:
+            items.append({"index": index, "code": p[1], "errors": p[0]})
+    return batch_answer(items)
+
+
+def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[str, str], int]:
+    if not isinstance(entry, dict):
+        return {"item": "must be a JSON object"}, 1
+    f = fields.FieldErrors()
+    message_id = f.read(entry, "id", fields.message_id, required=True)
+    recipient = f.read(entry, "to", lambda v: fields.text(v, 64))
+    campaign = f.read(entry, "campaign", fields.text)
+    segments = f.read(entry, "segments", fields.count)
+    sent_at = f.read(entry, "sent_at", fields.timestamp)
+    f.read(entry, "text", lambda v: fields.text(v, 10_000))
+    if f:
+        return f.errors, f.code
+    return store.Registration(message_id, now, recipient, campaign, segments, sent_at)
+
+
+async def get_one(request: Request) -> Response:
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    message_id = request.path_params["id"]
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        record = await store.get_message(conn, message_id)
+    if record is None:
+        raise NotFound(f"message {message_id[:80]!r} not found", {"id": message_id[:255]})
+    return ok(views.message(record))
+
+
+async def history(request: Request) -> Response:
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    message_id = request.path_params["id"]
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        exists = await store.get_message(conn, message_id)
+        events = await store.get_history(conn, message_id) if exists else []
+    if exists is None:
+        raise NotFound(f"message {message_id[:80]!r} not found", {"id": message_id[:255]})
+    return ok({"items": [views.history_event(e) for e in events]})
+
+
+async def list_or_many(request: Request) -> Response:
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    params = query(request)
+    if "ids" in params:
+        return await _many(app, params["ids"])
+    return await _page(app, params)
+
+
+async def _many(app: Any, raw: Any) -> Response:
+    values = raw if isinstance(raw, list) else [raw]
+    if not all(isinstance(v, str) for v in values):
+        raise field_error({"ids": "a comma-separated list of message ids"}, 1)
+    ids = list(dict.fromkeys(i for v in values for i in v.split(",") if i))
+    if not ids:
+        raise field_error({"ids": "required"}, 11)
+    if len(ids) > MAX_IDS:
+        raise LimitExceeded(f"{len(ids)} ids; at most {MAX_IDS}", {"ids": f"at most {MAX_IDS} ids"})
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        records = await store.get_messages(conn, ids)
+    found = {r["id"]: r for r in records}
+    return ok(
+        {
+            "items": [views.message(found[i]) for i in ids if i in found],
+            "not_found": [i for i in ids if i not in found],
+        }
+    )
+
+
+async def _page(app: Any, params: dict[str, Any]) -> Response:
+    f = fields.FieldErrors()
+    campaign = f.read(params, "campaign", fields.text)
+    recipient = f.read(params, "to", lambda v: fields.text(v, 64))
+    status = f.read(params, "status", _status)
+    since = f.read(params, "since", fields.timestamp)
+    until = f.read(params, "until", fields.timestamp)
+    limit = f.read(params, "limit", lambda v: fields.count(v, 10**9)) or DEFAULT_PAGE
+    if f:
+        raise field_error(f.errors, f.code)
+    if limit > MAX_PAGE:
+        raise LimitExceeded(f"limit {limit}; at most {MAX_PAGE}", {"limit": f"at most {MAX_PAGE}"})
+    if since is not None and until is not None and since >= until:
+        raise LimitExceeded("since must be before until", {"since": "must be before until"})
+    after = _decode_cursor(params.get("cursor"))
+    filt = store.MessageFilter(campaign, status, recipient, since, until)
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        records = await store.list_messages(conn, filt, limit + 1, after)
+    more = len(records) > limit
+    records = records[:limit]
+    next_cursor = _encode_cursor(records[-1]["sent_at"], records[-1]["id"]) if more else None
+    return ok({"items": [views.message(r) for r in records], "next_cursor": next_cursor})
+
+
+def _status(value: Any) -> Status | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value.upper() not in Status.__members__:
+        raise fields.FieldError(f"must be one of {', '.join(s.value for s in Status)}")
+    return Status(value.upper())
+
+
+def _encode_cursor(sent_at: datetime, message_id: str) -> str:
+    raw = json.dumps([sent_at.isoformat(), message_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: Any) -> tuple[datetime, str] | None:
+    if value is None or value == "":
+        return None
+    bad = LimitExceeded("bad cursor: pass next_cursor from the previous page unchanged", {"cursor": "bad cursor"})
+    if not isinstance(value, str) or len(value) > 2000:
+        raise bad
+    try:
+        sent_at, message_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        moment = datetime.fromisoformat(sent_at)
+    except (ValueError, TypeError, binascii.Error):
+        raise bad from None
+    if not isinstance(message_id, str) or moment.tzinfo is None or "\x00" in message_id:
+        raise bad
+    return moment, message_id

@@ -1,0 +1,55 @@
+"""Liveness, readiness, metrics and the API description."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import store
+from service.errors import DATABASE_ERRORS
+from service.http.envelope import EnvelopeResponse, ok
+from service.http.openapi import spec
+
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    # Never touches the database: a database blip must not get every replica restarted.
+    return ok({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    app = request.app.state
+    if app.shutting_down:
+        return EnvelopeResponse(999, {"ready": False, "reason": "shutting down"}, "shutting down", 503)
+    try:
+        async with asyncio.timeout(READY_TIMEOUT), app.pool.acquire() as conn:
+            version = await store.schema_version(conn)
+    except DATABASE_ERRORS as exc:
+        return EnvelopeResponse(
+            10,
+            {"ready": False, "reason": f"database unreachable ({type(exc).__name__})"},
+            "database unreachable",
+            503,
+            {"Retry-After": "5"},
+        )
+    if version != app.schema_head:
+        return EnvelopeResponse(
+            10,
+            {"ready": False, "reason": f"schema at {version}, expected {app.schema_head}"},
+            "schema is behind: run `dlr-tracker migrate`",
+            503,
+            {"Retry-After": "5"},
+        )
+    return ok({"ready": True, "schema": version})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return Response(spec(), media_type="application/json")

@@ -1,0 +1,96 @@
+"""`/quarantine`: payloads that could not be parsed or validated, and their replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import fields, metrics, store
+from service.auth import require_api_key
+from service.dialects import ItemError
+from service.errors import LimitExceeded, NotFound, UnknownModule, database_errors, field_error
+from service.http import views
+from service.http.envelope import ok
+from service.http.ingest import parser_for
+from service.http.requests import query, state
+from service.payloads import PayloadError, RequestParts
+from service.store import IncomingReport
+from service.writer import record
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+
+
+async def list_quarantine(request: Request) -> Response:
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    params = query(request)
+    f = fields.FieldErrors()
+    dialect = f.read(params, "dialect", fields.text)
+    limit = f.read(params, "limit", lambda v: fields.count(v, 10**9)) or DEFAULT_PAGE
+    cursor = f.read(params, "cursor", lambda v: fields.count(v, 2**62))
+    if f:
+        raise field_error(f.errors, f.code)
+    if limit > MAX_PAGE:
+        raise LimitExceeded(f"limit {limit}; at most {MAX_PAGE}", {"limit": f"at most {MAX_PAGE}"})
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        records = await store.list_quarantine(conn, dialect, limit + 1, cursor)
+    more = len(records) > limit
+    records = records[:limit]
+    return ok(
+        {
+            "items": [views.quarantined(r) for r in records],
+            "next_cursor": str(records[-1]["id"]) if more else None,
+        }
+    )
+
+
+async def replay(request: Request) -> Response:
+    """Parse a quarantined payload again; when every report in it is valid, apply them and let it go.
+
+    The apply and the removal share one transaction: a replay is never half-done.
+    """
+    app = state(request)
+    require_api_key(request, app.settings.api_keys)
+    raw_id = request.path_params["id"]
+    try:
+        item_id = fields.count(raw_id, 2**62)
+    except fields.FieldError:
+        raise NotFound(f"quarantined payload {raw_id[:40]!r} not found") from None
+    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
+        row = await store.take_quarantined(conn, item_id)
+        if row is None:
+            raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
+        try:
+            parser = parser_for(row["dialect"])
+        except UnknownModule as exc:
+            raise field_error({"dialect": exc.message}, 1) from None
+        parts = RequestParts(row["method"], row["content_type"], bytes(row["query"]), bytes(row["body"]))
+        try:
+            parsed = parser(parts, datetime.now(UTC))
+        except PayloadError as exc:
+            raise field_error(exc.errors, exc.code) from None
+        failed = [i for i in parsed.items if isinstance(i, ItemError)]
+        if failed:
+            raise field_error({f"item {i.index}.{k}": v for i in failed for k, v in i.errors.items()}, failed[0].code)
+        reports = [i for i in parsed.items if isinstance(i, IncomingReport)]
+        answers = await store.apply_reports(conn, reports, lifetime=app.settings.lifetime)
+        await store.drop_quarantined(conn, item_id)
+    record(reports, answers)
+    metrics.REPLAYED.inc()
+    return ok(
+        {
+            "id": item_id,
+            "items": [
+                {
+                    "id": a.message_id,
+                    "status": a.status.value,
+                    "applied": a.applied,
+                    "reason": a.reason.value if a.reason else None,
+                }
+                for a in answers
+            ],
+        }
+    )

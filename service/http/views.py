@@ -1,0 +1,59 @@
+"""How stored rows are shown in answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from service.statuses import FINAL, Status
+
+
+def message(record: asyncpg.Record) -> dict[str, Any]:
+    status = Status(record["status"])
+    return {
+        "id": record["id"],
+        "status": status.value,
+        "final": status in FINAL,
+        "to": record["recipient"],
+        "campaign": record["campaign"],
+        "segments_total": len(record["segment_statuses"]),
+        "segments": [
+            {"segment": n, "status": s, "updated_at": t}
+            for n, (s, t) in enumerate(zip(record["segment_statuses"], record["segment_updated_at"], strict=True), 1)
+        ],
+        "sent_at": record["sent_at"],
+        "updated_at": record["updated_at"],
+        "expires_at": record["expires_at"],
+        "final_at": record["final_at"],
+        "error": record["error"],
+    }
+
+
+def history_event(record: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "status": record["status"],
+        "raw_status": record["raw_status"],
+        "segment": record["segment"],
+        "event_time": record["event_time"],
+        "received_at": record["received_at"],
+        "source": record["source"],
+        "applied": record["applied"],
+        "reason": record["reason"],
+        "error": record["error"],
+        "event_id": record["event_id"],
+    }
+
+
+def quarantined(record: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": record["id"],
+        "dialect": record["dialect"],
+        "received_at": record["received_at"],
+        "method": record["method"],
+        "content_type": record["content_type"],
+        "query": bytes(record["query"]).decode("utf-8", errors="replace"),
+        # As received, shown as text; bytes that are not UTF-8 show as U+FFFD (the row keeps them exactly).
+        "body": bytes(record["body"]).decode("utf-8", errors="replace"),
+        "error": record["error"],
+    }

@@ -1,0 +1,27 @@
+"""Prometheus metrics. Names follow the conventions: `dlr_` prefix, `_total`, `_seconds`, bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REPORTS = Counter(
+    "dlr_reports_received_total",
+    "Delivery reports received, by dialect and outcome",
+    ["dialect", "outcome"],  # outcome: applied, duplicate, stale, after_final, unmapped, invalid
+)
+TRANSITIONS = Counter(
+    "dlr_status_transitions_total", "Message status changes, by from and to status", ["from_status", "to_status"]
+)
+REJECTED = Counter("dlr_transitions_rejected_total", "Reports not applied, by reason", ["reason"])
+QUARANTINED = Counter("dlr_quarantined_total", "Payloads kept in the quarantine, by dialect", ["dialect"])
+INGEST_SECONDS = Histogram(
+    "dlr_ingest_duration_seconds",
+    "Time from receiving a report to its commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DELIVERY_SECONDS = Histogram(
+    "dlr_delivery_seconds",
+    "Time from sending to DELIVRD",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400),
+)
+REPLAYED = Counter("dlr_quarantine_replayed_total", "Quarantined payloads replayed successfully")

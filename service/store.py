@@ -1,0 +1,499 @@
+"""Every SQL statement the service runs.
+
+Writes lock the messages they touch in one stable order (ids sorted), so concurrent requests and
+replicas never deadlock; the status engine runs between the lock and the write-back, inside the
+transaction, so a report is applied against the state it was decided on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
+from service.statuses import FINAL, Status
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReport:
+    """One canonical report, as a dialect parsed it, waiting to be applied."""
+
+    message_id: str
+    report: Report
+    source: str
+    received_at: datetime
+    event_time: datetime | None = None
+    recipient: str | None = None
+    campaign: str | None = None
+    error: str | None = None
+    event_id: str | None = None
+    raw_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedReport:
+    """What applying one report did: the answer to its sender and the material for metrics."""
+
+    message_id: str
+    status: Status
+    applied: bool
+    reason: Reason | None
+    message_from: Status
+    transitions: tuple[tuple[int, Status, Status], ...] = ()
+    delivery_seconds: float | None = None  # set when this report made the message DELIVRD
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    message_id: str
+    received_at: datetime
+    recipient: str | None = None
+    campaign: str | None = None
+    segments: int | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Row:
+    """A locked message row being changed in memory before its single write-back."""
+
+    state: MessageState
+    segment_updated_at: list[datetime]
+    recipient: str | None
+    campaign: str | None
+    error: str | None
+    sent_at: datetime
+    expires_at: datetime
+    final_at: datetime | None
+    registered_at: datetime | None
+    updated_at: datetime
+    dirty: bool = False
+    seen_events: set[tuple[str, str]] = field(default_factory=set)
+
+
+_LOCK_COLUMNS = """
+    id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
+    sent_at, expires_at, final_at, registered_at, updated_at
+"""
+
+
+def _row_from_record(record: asyncpg.Record) -> _Row:
+    return _Row(
+        state=MessageState(
+            segments=tuple(Status(s) for s in record["segment_statuses"]),
+            status=Status(record["status"]),
+            partial=record["partial"],
+        ),
+        segment_updated_at=list(record["segment_updated_at"]),
+        recipient=record["recipient"],
+        campaign=record["campaign"],
+        error=record["error"],
+        sent_at=record["sent_at"],
+        expires_at=record["expires_at"],
+        final_at=record["final_at"],
+        registered_at=record["registered_at"],
+        updated_at=record["updated_at"],
+    )
+
+
+async def _insert_missing(
+    conn: Connection,
+    rows: dict[str, tuple[str | None, str | None, datetime, datetime, int]],
+    lifetime: int,
+) -> set[str]:
+    """Create the messages that do not exist yet (id order, so concurrent writers queue, never cross)."""
+    ids = sorted(rows)
+    records = await conn.fetch(
+        """
+        INSERT INTO messages (id, status, segment_statuses, segment_updated_at, recipient, campaign,
+                              sent_at, expires_at, created_at, updated_at)
+        SELECT m.id, 'NEW', array_fill('NEW'::text, ARRAY[m.segments]),
+               array_fill(m.now, ARRAY[m.segments]), m.recipient, m.campaign,
+               m.sent_at, m.sent_at + make_interval(secs => $7), m.now, m.now
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[])
+             AS m(id, recipient, campaign, sent_at, now, segments)
+        ORDER BY m.id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+        """,
+        ids,
+        [rows[i][0] for i in ids],
+        [rows[i][1] for i in ids],
+        [rows[i][2] for i in ids],
+        [rows[i][3] for i in ids],
+        [rows[i][4] for i in ids],
+        float(lifetime),
+    )
+    return {r["id"] for r in records}
+
+
+async def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, _Row]:
+    records = await conn.fetch(
+        f"SELECT {_LOCK_COLUMNS} FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+        sorted(set(ids)),
+    )
+    return {r["id"]: _row_from_record(r) for r in records}
+
+
+def _pg_array(values: Sequence[str]) -> str:
+    # Segment arrays differ in length between messages, and PostgreSQL has no ragged arrays, so each
+    # travels as an array literal. Statuses and ISO timestamps need no escaping beyond the quotes.
+    return "{" + ",".join(f'"{v}"' for v in values) + "}"
+
+
+async def _write_back(conn: Connection, rows: dict[str, _Row]) -> None:
+    dirty = sorted(i for i, r in rows.items() if r.dirty)
+    if not dirty:
+        return
+    await conn.execute(
+        """
+        UPDATE messages AS m SET
+            status = u.status, partial = u.partial,
+            segment_statuses = u.segment_statuses::text[],
+            segment_updated_at = u.segment_updated_at::timestamptz[],
+            recipient = u.recipient, campaign = u.campaign, error = u.error,
+            sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
+            registered_at = u.registered_at, updated_at = u.updated_at
+        FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[],
+                    $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+                    $12::timestamptz[], $13::timestamptz[])
+             AS u(id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
+                  sent_at, expires_at, final_at, registered_at, updated_at)
+        WHERE m.id = u.id
+        """,
+        dirty,
+        [rows[i].state.status.value for i in dirty],
+        [rows[i].state.partial for i in dirty],
+        [_pg_array([s.value for s in rows[i].state.segments]) for i in dirty],
+        [_pg_array([t.isoformat() for t in rows[i].segment_updated_at]) for i in dirty],
+        [rows[i].recipient for i in dirty],
+        [rows[i].campaign for i in dirty],
+        [rows[i].error for i in dirty],
+        [rows[i].sent_at for i in dirty],
+        [rows[i].expires_at for i in dirty],
+        [rows[i].final_at for i in dirty],
+        [rows[i].registered_at for i in dirty],
+        [rows[i].updated_at for i in dirty],
+    )
+
+
+async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, lifetime: int) -> list[AppliedReport]:
+    """Apply reports in arrival order, in one transaction; one answer per report, in the same order.
+
+    One report is simply a batch of one: there is no separate single-report path.
+    """
+    async with conn.transaction():
+        first: dict[str, tuple[str | None, str | None, datetime, datetime, int]] = {}
+        for r in reports:
+            if r.message_id not in first:
+                sent_at = r.event_time or r.received_at
+                first[r.message_id] = (r.recipient, r.campaign, sent_at, r.received_at, 1)
+        await _insert_missing(conn, first, lifetime)
+        rows = await _lock(conn, first)
+        await _load_seen_events(conn, rows, reports)
+
+        answers = [_apply_one(rows[r.message_id], r) for r in reports]
+        history = [(r, a) for r, a in zip(reports, answers, strict=True) if a.reason is not Reason.DUPLICATE]
+        await _write_back(conn, rows)
+        await _insert_history(conn, history)
+    return answers
+
+
+async def _load_seen_events(conn: Connection, rows: dict[str, _Row], reports: Sequence[IncomingReport]) -> None:
+    with_events = [r for r in reports if r.event_id is not None]
+    if not with_events:
+        return
+    records = await conn.fetch(
+        """
+        SELECT message_id, source, event_id FROM history
+        WHERE message_id = ANY($1::text[]) AND event_id = ANY($2::text[])
+        """,
+        sorted({r.message_id for r in with_events}),
+        sorted({r.event_id for r in with_events if r.event_id is not None}),
+    )
+    for rec in records:
+        rows[rec["message_id"]].seen_events.add((rec["source"], rec["event_id"]))
+
+
+def _apply_one(row: _Row, incoming: IncomingReport) -> AppliedReport:
+    before = row.state
+    if incoming.event_id is not None:
+        key = (incoming.source, incoming.event_id)
+        if key in row.seen_events:
+            return AppliedReport(incoming.message_id, before.status, False, Reason.DUPLICATE, before.status)
+        row.seen_events.add(key)
+    try:
+        outcome: Outcome = apply_report(before, incoming.report)
+    except InvalidReport:
+        # Dialects validate first; a report the engine still refuses (a segment number past what a
+        # registration fixed, say) is kept in the history as stale rather than failing its batch.
+        return AppliedReport(incoming.message_id, before.status, False, Reason.STALE, before.status)
+    if outcome.applied:
+        _take(row, outcome, incoming)
+    delivery = None
+    if outcome.applied and outcome.state.status is Status.DELIVRD and before.status is not Status.DELIVRD:
+        delivery = max(0.0, (incoming.received_at - row.sent_at).total_seconds())
+    return AppliedReport(
+        incoming.message_id,
+        outcome.state.status,
+        outcome.applied,
+        outcome.reason,
+        outcome.message_from,
+        outcome.transitions,
+        delivery,
+    )
+
+
+def _take(row: _Row, outcome: Outcome, incoming: IncomingReport) -> None:
+    now = incoming.received_at
+    state = outcome.state
+    stamps = row.segment_updated_at + [now] * (len(state.segments) - len(row.segment_updated_at))
+    for segment, _old, _new in outcome.transitions:
+        stamps[segment - 1] = now
+    row.state = state
+    row.segment_updated_at = stamps
+    row.recipient = row.recipient or incoming.recipient
+    row.campaign = row.campaign or incoming.campaign
+    if incoming.error is not None:
+        row.error = incoming.error
+    if state.status in FINAL and row.final_at is None:
+        row.final_at = now
+    row.updated_at = now
+    row.dirty = True
+
+
+async def _insert_history(conn: Connection, items: Sequence[tuple[IncomingReport, AppliedReport]]) -> None:
+    if not items:
+        return
+    await conn.execute(
+        """
+        INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
+                             applied, reason, error, event_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[],
+                             $6::timestamptz[], $7::text[], $8::boolean[], $9::text[], $10::text[],
+                             $11::text[])
+        """,
+        [r.message_id for r, _ in items],
+        [r.report.status.value if r.report.status else None for r, _ in items],
+        [r.raw_status for r, _ in items],
+        [r.report.segment for r, _ in items],
+        [r.event_time for r, _ in items],
+        [r.received_at for r, _ in items],
+        [r.source for r, _ in items],
+        [a.applied for _, a in items],
+        [a.reason.value if a.reason else None for _, a in items],
+        [r.error for r, _ in items],
+        [r.event_id for r, _ in items],
+    )
+
+
+async def register_messages(
+    conn: Connection, registrations: Sequence[Registration], *, lifetime: int
+) -> list[tuple[str, Status, bool]]:
+    """Register sent messages: fill in metadata, never touch statuses. Returns (id, status, created)."""
+    async with conn.transaction():
+        first: dict[str, tuple[str | None, str | None, datetime, datetime, int]] = {}
+        for reg in registrations:
+            if reg.message_id not in first:
+                first[reg.message_id] = (
+                    reg.recipient,
+                    reg.campaign,
+                    reg.sent_at or reg.received_at,
+                    reg.received_at,
+                    reg.segments or 1,
+                )
+        created = await _insert_missing(conn, first, lifetime)
+        rows = await _lock(conn, first)
+        answers = []
+        for reg in registrations:
+            row = rows[reg.message_id]
+            _register(row, reg, lifetime)
+            answers.append((reg.message_id, row.state.status, reg.message_id in created))
+        await _write_back(conn, rows)
+    return answers
+
+
+def _register(row: _Row, reg: Registration, lifetime: int) -> None:
+    if reg.segments is not None and reg.segments > len(row.state.segments):
+        grown = grow(row.state, reg.segments)
+        if grown != row.state:
+            missing = len(grown.segments) - len(row.segment_updated_at)
+            row.segment_updated_at = row.segment_updated_at + [reg.received_at] * missing
+            row.state = grown
+    row.recipient = reg.recipient if reg.recipient is not None else row.recipient
+    row.campaign = reg.campaign if reg.campaign is not None else row.campaign
+    # The deadline follows the registration's sending time while the message is still open.
+    if reg.sent_at is not None and not row.state.final:
+        row.sent_at = reg.sent_at
+        row.expires_at = reg.sent_at + timedelta(seconds=lifetime)
+    row.registered_at = reg.received_at
+    row.updated_at = reg.received_at
+    row.dirty = True
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+_MESSAGE_COLUMNS = """
+    id, status, recipient, campaign, segment_statuses, segment_updated_at, sent_at, updated_at,
+    expires_at, final_at, error
+"""
+
+
+async def get_message(conn: Connection, message_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+
+
+async def get_messages(conn: Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1::text[])", list(ids))
+
+
+async def get_history(conn: Connection, message_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT status, raw_status, segment, event_time, received_at, source, applied, reason, error, event_id
+        FROM history WHERE message_id = $1 ORDER BY seq
+        """,
+        message_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    campaign: str | None = None
+    status: Status | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def list_messages(
+    conn: Connection, filt: MessageFilter, limit: int, after: tuple[datetime, str] | None
+) -> list[asyncpg.Record]:
+    """Newest first by (sent_at, id): keyset pagination, so a page costs the same at any depth."""
+    clauses, args = [], []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if filt.campaign is not None:
+        clauses.append(f"campaign = {arg(filt.campaign)}")
+    if filt.status is not None:
+        clauses.append(f"status = {arg(filt.status.value)}")
+    if filt.recipient is not None:
+        clauses.append(f"recipient = {arg(filt.recipient)}")
+    if filt.since is not None:
+        clauses.append(f"sent_at >= {arg(filt.since)}")
+    if filt.until is not None:
+        clauses.append(f"sent_at < {arg(filt.until)}")
+    if after is not None:
+        clauses.append(f"(sent_at, id) < ({arg(after[0])}, {arg(after[1])})")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return await conn.fetch(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages {where} ORDER BY sent_at DESC, id DESC LIMIT {arg(limit)}",
+        *args,
+    )
+
+
+async def campaign_stats(conn: Connection, campaign: str) -> dict[str, Any] | None:
+    counts = await conn.fetch(
+        "SELECT status, count(*) AS n FROM messages WHERE campaign = $1 GROUP BY status", campaign
+    )
+    if not counts:
+        return None
+    by_status = {s.value: 0 for s in Status}
+    for rec in counts:
+        by_status[rec["status"]] = rec["n"]
+    percentiles = await conn.fetchrow(
+        """
+        SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM final_at - sent_at)) AS p
+        FROM messages WHERE campaign = $1 AND status = 'DELIVRD'
+        """,
+        campaign,
+    )
+    p = percentiles["p"] if percentiles else None
+    total = sum(by_status.values())
+    return {
+        "total": total,
+        "by_status": by_status,
+        "final": sum(by_status[s.value] for s in FINAL),
+        "delivered_ratio": by_status[Status.DELIVRD.value] / total,
+        "delivery_seconds": {"p50": p[0], "p90": p[1], "p99": p[2]} if p else None,
+    }
+
+
+# -- quarantine ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    """A request as received, enough to parse it again later."""
+
+    dialect: str
+    method: str
+    content_type: str | None
+    query: bytes
+    body: bytes
+
+
+async def quarantine(
+    conn: Connection, raw: RawRequest, error: Any, received_at: datetime, message_id: str | None = None
+) -> int:
+    return int(
+        await conn.fetchval(
+            """
+            INSERT INTO quarantine (message_id, dialect, received_at, method, content_type, query, body, error)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) RETURNING id
+            """,
+            message_id,
+            raw.dialect,
+            received_at,
+            raw.method,
+            raw.content_type,
+            raw.query,
+            raw.body,
+            json.dumps(error),
+        )
+    )
+
+
+async def list_quarantine(
+    conn: Connection, dialect: str | None, limit: int, before_id: int | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT id, dialect, received_at, method, content_type, query, body, error FROM quarantine
+        WHERE ($1::text IS NULL OR dialect = $1) AND ($2::bigint IS NULL OR id < $2)
+        ORDER BY id DESC LIMIT $3
+        """,
+        dialect,
+        before_id,
+        limit,
+    )
+
+
+async def take_quarantined(conn: Connection, item_id: int) -> asyncpg.Record | None:
+    """Lock one quarantined payload for a replay (the caller's transaction decides whether it goes)."""
+    return await conn.fetchrow(
+        "SELECT id, dialect, method, content_type, query, body FROM quarantine WHERE id = $1 FOR UPDATE",
+        item_id,
+    )
+
+
+async def drop_quarantined(conn: Connection, item_id: int) -> None:
+    await conn.execute("DELETE FROM quarantine WHERE id = $1", item_id)
+
+
+async def schema_version(conn: Connection) -> str | None:
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")  # type: ignore[no-any-return]
+    except asyncpg.UndefinedTableError:
+        return None
