@@ -84,26 +84,27 @@ def field_error(errors: dict[str, str], code: int) -> ServiceError:
     return BadValue(f"bad fields: {names}", errors)
 
 
-# What a lost or refusing database looks like from asyncpg: connection errors, timeouts, a server
-# shutting down or in recovery, and contention we could not resolve.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.QueryCanceledError,
-)
+# SQLSTATE classes that mean "the database cannot take this now": connection exceptions (08),
+# insufficient resources (53), object not in prerequisite state (55: a database not accepting
+# connections, a lock not available), operator intervention (57: shutdown, cancelled statement),
+# system errors (58) and transaction rollbacks (40: serialization failures, deadlocks).
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an exception means the database is unreachable or refusing, so the caller should retry."""
+    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "")[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 @asynccontextmanager
 async def database_errors() -> AsyncIterator[None]:
     try:
         yield
-    except DATABASE_ERRORS as exc:
-        raise Unavailable(data={"reason": type(exc).__name__}) from exc
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise Unavailable(data={"reason": type(exc).__name__}) from exc
+        raise

@@ -91,7 +91,10 @@ def test_message_level_pdlivrd(client: TestClient) -> None:
     """PDLIVRD without a segment marks the message partly delivered and moves no segment."""
     post_form(client, "id=p1&status=ACCEPTD")
     assert post_form(client, "id=p1&status=PDLIVRD").json()["data"] == {
-        "id": "p1", "status": "PDLIVRD", "applied": True, "reason": None,
+        "id": "p1",
+        "status": "PDLIVRD",
+        "applied": True,
+        "reason": None,
     }
     assert [s["status"] for s in message(client, "p1")["segments"]] == ["ACCEPTD"]
 
@@ -222,8 +225,9 @@ def test_webhook_token_is_required_when_configured(settings, db: str) -> None:  
         assert wrong.status_code == 401
         assert fetch(db, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
         assert client.get("/dlr/generic?id=a1&status=ACCEPTD&token=s3cret").status_code == 200
-        bearer = client.post("/dlr/generic", json={"id": "a2", "status": "ACCEPTD"},
-                             headers={"authorization": "Bearer s3cret"})
+        bearer = client.post(
+            "/dlr/generic", json={"id": "a2", "status": "ACCEPTD"}, headers={"authorization": "Bearer s3cret"}
+        )
         assert bearer.status_code == 200
 
 

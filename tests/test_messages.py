@@ -1,0 +1,249 @@
+"""Registration and the read API: `/messages`, `/campaigns`, `/quarantine`, API keys, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import asyncpg
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.config import Secret, Settings
+from tests.conftest import fetch, make_settings
+
+
+def report(client: TestClient, **fields: object) -> dict:  # type: ignore[type-arg]
+    response = client.post("/dlr/generic", json=fields)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def test_register_then_reports_keep_metadata_and_statuses(client: TestClient) -> None:
+    """A registration starts at NEW; reports move it; registering again updates metadata, never status."""
+    created = client.post(
+        "/messages",
+        json={
+            "id": "r1",
+            "to": "380501112233",
+            "campaign": "c1",
+            "segments": 2,
+            "sent_at": "2026-11-25T10:00:00Z",
+            "text": "hello",
+        },
+    )
+    assert created.json() == {"code": 0, "data": {"id": "r1", "status": "NEW", "created": True}, "message": ""}
+    report(client, id="r1", status="DELIVRD", segment=1)
+    again = client.post("/messages", json={"id": "r1", "campaign": "c2"}).json()["data"]
+    assert again == {"id": "r1", "status": "PDLIVRD", "created": False}
+    data = client.get("/messages/r1").json()["data"]
+    assert data["campaign"] == "c2"
+    assert data["to"] == "380501112233"
+    assert data["segments_total"] == 2
+    assert data["sent_at"].startswith("2026-11-25T10:00:00")
+    assert data["expires_at"].startswith("2026-11-26T10:00:00")
+
+
+def test_registration_after_reports_fills_metadata_and_keeps_status(client: TestClient) -> None:
+    """Reports may arrive before the registration: it fills in the metadata and keeps the statuses."""
+    report(client, id="early", status="DELIVRD")
+    data = client.post("/messages", json={"id": "early", "campaign": "late", "segments": 1}).json()["data"]
+    assert data == {"id": "early", "status": "DELIVRD", "created": False}
+    assert client.get("/messages/early").json()["data"]["campaign"] == "late"
+
+
+def test_reregistration_moves_the_deadline_while_open(client: TestClient) -> None:
+    """A new sent_at moves expires_at while the message is open, and not once it is final."""
+    client.post("/messages", json={"id": "d1", "sent_at": "2026-11-25T10:00:00Z"})
+    client.post("/messages", json={"id": "d1", "sent_at": "2026-11-25T12:00:00Z"})
+    assert client.get("/messages/d1").json()["data"]["expires_at"].startswith("2026-11-26T12:00:00")
+    report(client, id="d1", status="DELIVRD")
+    client.post("/messages", json={"id": "d1", "sent_at": "2026-11-25T20:00:00Z"})
+    assert client.get("/messages/d1").json()["data"]["expires_at"].startswith("2026-11-26T12:00:00")
+
+
+def test_mass_registration_answers_per_item(client: TestClient, db: str) -> None:
+    """An array registers many at once; a bad item fails alone with code 98."""
+    response = client.post("/messages", json=[{"id": "m1"}, {"id": "m2", "segments": 0}, {"id": "m3"}])
+    assert response.status_code == 207
+    items = response.json()["data"]["items"]
+    assert [i["code"] for i in items] == [0, 1, 0]
+    assert items[1]["errors"] == {"segments": "must be from 1 to 255"}
+    assert [r["id"] for r in fetch(db, "SELECT id FROM messages ORDER BY id")] == ["m1", "m3"]
+
+
+def test_registration_validation(client: TestClient) -> None:
+    """A registration without id is code 11 naming it; a bad value is code 1 naming the field."""
+    missing = client.post("/messages", json={"to": "1"})
+    assert (missing.status_code, missing.json()["code"], missing.json()["data"]) == (400, 11, {"id": "required"})
+    bad = client.post("/messages", json={"id": "x", "sent_at": "yesterday"})
+    assert (bad.status_code, bad.json()["code"]) == (400, 1)
+    assert "sent_at" in bad.json()["data"]
+
+
+def test_history_oldest_first_with_sources_and_times(client: TestClient) -> None:
+    """History lists every stored event oldest first with its event time and source."""
+    report(client, id="h", status="ACCEPTD", time="2026-11-25T10:00:00Z")
+    report(client, id="h", status="DELIVRD", time="2026-11-25T10:00:05Z")
+    items = client.get("/messages/h/history").json()["data"]["items"]
+    assert [(i["status"], i["event_time"][:19], i["source"]) for i in items] == [
+        ("ACCEPTD", "2026-11-25T10:00:00", "generic"),
+        ("DELIVRD", "2026-11-25T10:00:05", "generic"),
+    ]
+
+
+def test_many_ids_at_once(client: TestClient) -> None:
+    """`?ids=` answers the found messages in the order asked and lists the rest as not_found."""
+    report(client, id="a", status="ACCEPTD")
+    report(client, id="b", status="DELIVRD")
+    data = client.get("/messages?ids=b,zz,a").json()["data"]
+    assert [i["id"] for i in data["items"]] == ["b", "a"]
+    assert data["not_found"] == ["zz"]
+    too_many = client.get("/messages?ids=" + ",".join(str(i) for i in range(101)))
+    assert (too_many.status_code, too_many.json()["code"]) == (400, 12)
+
+
+def test_list_filters_and_keyset_pagination(client: TestClient) -> None:
+    """Pages follow next_cursor without gaps or repeats, newest first; filters combine."""
+    for i in range(7):
+        client.post("/messages", json={"id": f"p{i}", "campaign": "cp", "sent_at": f"2026-11-25T10:0{i}:00Z"})
+    client.post("/messages", json={"id": "other", "campaign": "x"})
+    report(client, id="p3", status="DELIVRD")
+    seen, cursor = [], None
+    while True:
+        url = "/messages?campaign=cp&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        data = client.get(url).json()["data"]
+        seen += [i["id"] for i in data["items"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"p{i}" for i in range(6, -1, -1)]
+    delivered = client.get("/messages?campaign=cp&status=DELIVRD").json()["data"]["items"]
+    assert [i["id"] for i in delivered] == ["p3"]
+    window = client.get("/messages?since=2026-11-25T10:02:00Z&until=2026-11-25T10:04:00Z").json()["data"]
+    assert [i["id"] for i in window["items"]] == ["p3", "p2"]
+    bad = client.get("/messages?cursor=not-a-cursor")
+    assert (bad.status_code, bad.json()["code"]) == (400, 12)
+    assert client.get("/messages?limit=5000").json()["code"] == 12
+
+
+def test_campaign_statistics(client: TestClient) -> None:
+    """Campaign stats count by status, the finals, the delivered ratio and delivery-time percentiles."""
+    for i in range(4):
+        client.post("/messages", json={"id": f"c{i}", "campaign": "spring"})
+    report(client, id="c0", status="DELIVRD")
+    report(client, id="c1", status="DELIVRD")
+    report(client, id="c2", status="UNDELIV")
+    data = client.get("/campaigns/spring").json()["data"]
+    assert data["total"] == 4
+    assert data["by_status"]["DELIVRD"] == 2
+    assert data["by_status"]["UNDELIV"] == 1
+    assert data["by_status"]["NEW"] == 1
+    assert data["final"] == 3
+    assert data["delivered_ratio"] == 0.5
+    assert data["delivery_seconds"]["p50"] >= 0
+
+
+def test_quarantine_lists_newest_first_and_replay_applies_then_removes(client: TestClient, db: str) -> None:
+    """A quarantined payload that parses now (after a fix) is applied by replay and leaves the quarantine."""
+    client.post("/dlr/generic", json={"id": "q1", "status": "BOGUS"})
+    client.post(
+        "/dlr/generic", content=b"id=q2&status=%zz", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    items = client.get("/quarantine").json()["data"]["items"]
+    assert [i["dialect"] for i in items] == ["generic", "generic"]
+    assert items[0]["id"] > items[1]["id"]
+    assert "status" in items[1]["error"]
+    # Replay of a payload that is still invalid fails and keeps it.
+    still_bad = client.post(f"/quarantine/{items[1]['id']}/replay")
+    assert (still_bad.status_code, still_bad.json()["code"]) == (400, 1)
+    # Simulate the fix a replay is for: the stored payload is now one the parser accepts.
+    fetch(db, "UPDATE quarantine SET body = $1 WHERE id = $2", b'{"id": "q1", "status": "DELIVRD"}', items[1]["id"])
+    replayed = client.post(f"/quarantine/{items[1]['id']}/replay")
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["data"]["items"][0]["status"] == "DELIVRD"
+    assert client.get("/messages/q1").json()["data"]["status"] == "DELIVRD"
+    assert [i["id"] for i in client.get("/quarantine").json()["data"]["items"]] == [items[0]["id"]]
+
+
+def test_quarantine_pagination(client: TestClient) -> None:
+    """The quarantine pages by cursor, newest first."""
+    for i in range(5):
+        client.post("/dlr/generic", json={"id": f"z{i}"})
+    first = client.get("/quarantine?limit=3").json()["data"]
+    second = client.get(f"/quarantine?limit=3&cursor={first['next_cursor']}").json()["data"]
+    assert len(first["items"]) == 3
+    assert len(second["items"]) == 2
+    assert second["next_cursor"] is None
+
+
+def test_api_keys_guard_reads_and_registration(settings: Settings) -> None:
+    """With DLR_API_KEYS set, reads and registration need a key (Bearer or apiKey=), ingest does not."""
+    keyed = replace(settings, api_keys=frozenset({Secret("k1"), Secret("k2")}))
+    with TestClient(create_app(keyed)) as client:
+        assert client.post("/dlr/generic", json={"id": "k", "status": "ACCEPTD"}).status_code == 200
+        for method, path in [
+            ("GET", "/messages/k"),
+            ("GET", "/messages?ids=k"),
+            ("POST", "/messages"),
+            ("GET", "/campaigns/x"),
+            ("GET", "/quarantine"),
+            ("GET", "/messages/k/history"),
+        ]:
+            denied = client.request(method, path)
+            assert (denied.status_code, denied.json()["code"]) == (401, 8), path
+        assert client.get("/messages/k", headers={"authorization": "Bearer k2"}).status_code == 200
+        assert client.get("/messages/k?apiKey=k1").status_code == 200
+        assert client.get("/messages/k?apiKey=k3").status_code == 401
+        assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_fails_while_schema_is_behind(fresh_database) -> None:  # type: ignore[no-untyped-def]
+    """/readyz answers 503 on a database without the schema, 200 once migrated; /healthz stays up."""
+    from service import database
+
+    dsn = fresh_database()
+    with TestClient(create_app(make_settings(dsn))) as client:
+        behind = client.get("/readyz")
+        assert behind.status_code == 503
+        assert behind.json()["code"] == 10
+        assert client.get("/healthz").status_code == 200
+        database.migrate(dsn)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["data"]["ready"] is True
+
+
+def test_database_down_is_503_code_10_with_retry_after(settings: Settings, server_url: str) -> None:
+    """When the database refuses connections, ingest answers 503 code 10 with Retry-After, not 500,
+    and the service recovers by itself once the database is back."""
+    dsn = settings.database_url.reveal()  # type: ignore[union-attr]
+    name = urlsplit(dsn).path.lstrip("/")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with TestClient(create_app(settings)) as client:
+        asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        try:
+            asyncio.run(
+                admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+            )
+            response = client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"})
+            assert response.status_code == 503
+            assert response.json()["code"] == 10
+            assert response.headers["retry-after"]
+            assert client.get("/readyz").status_code == 503
+            assert client.get("/healthz").status_code == 200
+        finally:
+            asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        assert client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"}).status_code == 200
+        assert client.get("/readyz").status_code == 200
