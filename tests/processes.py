@@ -1,0 +1,63 @@
+"""Running real `dlr-tracker` processes for tests: start, wait until ready, stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def command() -> list[str]:
+    script = shutil.which("dlr-tracker", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "service.cli"]
+
+
+class ServiceProcess:
+    """One `dlr-tracker serve` on a free port, its output kept in a log file for failures."""
+
+    def __init__(self, log_dir: Path, *, env: dict[str, str], name: str = "serve") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"{name}-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "info"}, **env)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([*command(), "serve"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx2.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"service did not stop in {timeout}s:\n{self.output()}") from None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
