@@ -30,8 +30,8 @@ def database_url(settings: Settings) -> Iterator[str]:
         yield dsn
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # uvicorn restores the previous handler and re-raises SIGTERM once it has shut down; turning it
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    # uvicorn restores the previous handler and re-raises the signal once it has shut down; turning it
     # into SystemExit lets the embedded server be stopped on the way out instead of being orphaned.
     raise SystemExit(0)
 
@@ -39,7 +39,8 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
     with database_url(settings) as dsn:
         database.migrate(dsn)
         # Workers build their own app from the environment; they must find the same database.
