@@ -19,6 +19,7 @@ from service.config import Settings
 from service.errors import ServiceError
 from service.http import campaigns, ingest, messages, ops, quarantine
 from service.http.envelope import http_error, service_error, unexpected_error
+from service.sweeper import ExpirySweeper
 from service.writer import ReportWriter
 
 logger = logging.getLogger("dlr_tracker")
@@ -72,6 +73,13 @@ def create_app(settings: Settings) -> Starlette:
         app.state.schema_head = database.head_revision()
         app.state.pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
         app.state.writer = ReportWriter(app.state.pool, lifetime=settings.lifetime, timeout=settings.db_timeout)
+        sweeper = ExpirySweeper(
+            app.state.pool,
+            interval=settings.sweep_interval,
+            batch_size=settings.sweep_batch,
+            timeout=settings.db_timeout,
+        )
+        sweeper.start()
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
         if settings.webhook_token is None:
@@ -81,6 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             # Readiness fails from the first moment of shutdown; in-flight requests finish on the pool.
             app.state.shutting_down = True
+            await sweeper.stop()
             await app.state.pool.close()
 
     routes = [

@@ -1,4 +1,4 @@
-"""The `dlr-tracker` command: `serve` (migrate, then serve) and `migrate`."""
+"""The `dlr-tracker` command: `serve` (migrate, then serve), `migrate` and `sweep` (one pass)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -14,6 +15,8 @@ from types import FrameType
 from service import database, logs
 from service.config import Settings, SettingsError
 from service.embedded import DataDirInUse, EmbeddedPostgres
+from service.statuses import Status
+from service.sweeper import ExpirySweeper
 
 logger = logging.getLogger("dlr_tracker")
 
@@ -63,7 +66,28 @@ def migrate(settings: Settings) -> None:
     print(f"schema at {database.head_revision()}")
 
 
-COMMANDS = {"serve": serve, "migrate": migrate}
+def sweep(settings: Settings) -> None:
+    import asyncio
+
+    async def one_pass(dsn: str) -> Counter[Status]:
+        pool = await database.create_pool(dsn, 2, settings.db_timeout)
+        try:
+            sweeper = ExpirySweeper(
+                pool, interval=settings.sweep_interval, batch_size=settings.sweep_batch, timeout=settings.db_timeout
+            )
+            return await sweeper.run_pass()
+        finally:
+            await pool.close()
+
+    with database_url(settings) as dsn:
+        database.migrate(dsn)
+        resolved = asyncio.run(one_pass(dsn))
+    print(f"resolved {sum(resolved.values())} messages")
+    for status, count in sorted(resolved.items()):
+        print(f"  {status.value}\t{count}")
+
+
+COMMANDS = {"serve": serve, "migrate": migrate, "sweep": sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="apply migrations, then serve HTTP on HOST:PORT")
     sub.add_parser("migrate", help="bring the database schema to the latest revision")
+    sub.add_parser("sweep", help="run one expiry sweep pass and print what it resolved, by outcome")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -49,6 +49,7 @@ class Settings:
     port: int = 8080
     lifetime: int = 86400
     sweep_interval: float = 30.0
+    sweep_batch: int = 2000
     api_keys: frozenset[Secret] = frozenset()
     webhook_token: Secret | None = None
     webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
@@ -108,6 +109,7 @@ class Settings:
             port=int(number("PORT", 8080, int, 0, 65535)),
             lifetime=int(number("DLR_LIFETIME", 86400, int, 1, 10 * 86400)),
             sweep_interval=number("DLR_SWEEP_INTERVAL", 30.0, float, 0.1, 86400),
+            sweep_batch=int(number("DLR_SWEEP_BATCH", 2000, int, 1, 100_000)),
             api_keys=keys,
             webhook_token=Secret(token) if token else None,
             webhook_tokens=per_dialect,

@@ -223,3 +223,22 @@ def _moved(
 
 def _rejected(state: MessageState, reason: Reason) -> Outcome:
     return Outcome(state, False, reason, (), state.status)
+
+
+def expire(state: MessageState) -> Outcome:
+    """The expiry sweep's resolution of a message still open past its lifetime.
+
+    A PDLIVRD message takes the status of its lowest-numbered segment holding an operator-reported final
+    status -- some operators report only the first delivered segment -- and DELIVRD when a message-level
+    PDLIVRD came without any segment detail. Any other open message becomes EXPIRED. Either way, the
+    segments still open become EXPIRED. The message status is set, not derived: it is the sweep's verdict.
+    """
+    if state.final:
+        return _rejected(state, Reason.AFTER_FINAL)
+    if state.status == Status.PDLIVRD:
+        resolved = next((s for s in state.segments if is_final(s)), Status.DELIVRD)
+    else:
+        resolved = Status.EXPIRED
+    segments = tuple(s if is_final(s) else Status.EXPIRED for s in state.segments)
+    moved = tuple((n, s, Status.EXPIRED) for n, s in enumerate(state.segments, 1) if not is_final(s))
+    return Outcome(replace(state, segments=segments, status=resolved), True, None, moved, state.status)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REPORTS = Counter(
     "dlr_reports_received_total",
@@ -25,3 +25,16 @@ DELIVERY_SECONDS = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400),
 )
 REPLAYED = Counter("dlr_quarantine_replayed_total", "Quarantined payloads replayed successfully")
+SWEEP_RUNS = Counter("dlr_sweep_runs_total", "Expiry sweep passes, by outcome", ["outcome"])  # success, error
+SWEEP_SECONDS = Histogram(
+    "dlr_sweep_duration_seconds",
+    "Duration of one expiry sweep pass",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300),
+)
+SWEEP_RESOLVED = Counter(
+    "dlr_sweep_resolved_total", "Messages resolved by the expiry sweep, by resulting status", ["status"]
+)
+SWEEP_LAST_SUCCESS = Gauge(
+    "dlr_sweep_last_success_timestamp_seconds", "Unix time of the last successful expiry sweep pass"
+)
+OPEN_MESSAGES = Gauge("dlr_open_messages", "Messages not yet final (as of the last sweep pass)")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
 
-from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
+from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, expire, grow
 from service.statuses import FINAL, Status
 
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
@@ -201,7 +202,9 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
         await _load_seen_events(conn, rows, reports)
 
         answers = [_apply_one(rows[r.message_id], r) for r in reports]
-        history = [(r, a) for r, a in zip(reports, answers, strict=True) if a.reason is not Reason.DUPLICATE]
+        history = [
+            _report_history(r, a) for r, a in zip(reports, answers, strict=True) if a.reason is not Reason.DUPLICATE
+        ]
         await _write_back(conn, rows)
         await _insert_history(conn, history)
     return answers
@@ -270,8 +273,39 @@ def _take(row: _Row, outcome: Outcome, incoming: IncomingReport) -> None:
     row.dirty = True
 
 
-async def _insert_history(conn: Connection, items: Sequence[tuple[IncomingReport, AppliedReport]]) -> None:
-    if not items:
+@dataclass(frozen=True, slots=True)
+class _HistoryRow:
+    message_id: str
+    status: str | None
+    raw_status: str | None
+    segment: int | None
+    event_time: datetime | None
+    received_at: datetime
+    source: str
+    applied: bool
+    reason: str | None
+    error: str | None
+    event_id: str | None
+
+
+def _report_history(r: IncomingReport, a: AppliedReport) -> _HistoryRow:
+    return _HistoryRow(
+        r.message_id,
+        r.report.status.value if r.report.status else None,
+        r.raw_status,
+        r.report.segment,
+        r.event_time,
+        r.received_at,
+        r.source,
+        a.applied,
+        a.reason.value if a.reason else None,
+        r.error,
+        r.event_id,
+    )
+
+
+async def _insert_history(conn: Connection, rows: Sequence[_HistoryRow]) -> None:
+    if not rows:
         return
     await conn.execute(
         """
@@ -281,17 +315,7 @@ async def _insert_history(conn: Connection, items: Sequence[tuple[IncomingReport
                              $6::timestamptz[], $7::text[], $8::boolean[], $9::text[], $10::text[],
                              $11::text[])
         """,
-        [r.message_id for r, _ in items],
-        [r.report.status.value if r.report.status else None for r, _ in items],
-        [r.raw_status for r, _ in items],
-        [r.report.segment for r, _ in items],
-        [r.event_time for r, _ in items],
-        [r.received_at for r, _ in items],
-        [r.source for r, _ in items],
-        [a.applied for _, a in items],
-        [a.reason.value if a.reason else None for _, a in items],
-        [r.error for r, _ in items],
-        [r.event_id for r, _ in items],
+        *([getattr(row, f.name) for row in rows] for f in dataclass_fields(_HistoryRow)),
     )
 
 
@@ -337,6 +361,55 @@ def _register(row: _Row, reg: Registration, lifetime: int) -> None:
     row.registered_at = reg.received_at
     row.updated_at = reg.received_at
     row.dirty = True
+
+
+# -- expiry sweep ---------------------------------------------------------------------------------
+
+SWEEP_SOURCE = "sweep"
+
+
+async def sweep_batch(conn: Connection, now: datetime, limit: int) -> list[tuple[str, Status, Status]]:
+    """Resolve up to `limit` overdue open messages in one transaction: (id, from, to) for each.
+
+    SKIP LOCKED: the sweeper never waits for a row, so it cannot deadlock with ingest or with other
+    sweepers; a row another transaction holds is simply left for the next batch or the next pass.
+    """
+    async with conn.transaction():
+        records = await conn.fetch(
+            f"""
+            SELECT {_LOCK_COLUMNS} FROM messages
+            WHERE final_at IS NULL AND expires_at <= $1
+            ORDER BY expires_at LIMIT $2
+            FOR UPDATE SKIP LOCKED
+            """,
+            now,
+            limit,
+        )
+        rows = {r["id"]: _row_from_record(r) for r in records}
+        resolved, history = [], []
+        for message_id, row in rows.items():
+            outcome = expire(row.state)
+            if not outcome.applied:
+                continue
+            stamps = list(row.segment_updated_at)
+            for segment, _old, _new in outcome.transitions:
+                stamps[segment - 1] = now
+            row.state, row.segment_updated_at = outcome.state, stamps
+            row.final_at = row.updated_at = now
+            row.dirty = True
+            resolved.append((message_id, outcome.message_from, outcome.state.status))
+            history.append(
+                _HistoryRow(
+                    message_id, outcome.state.status.value, None, None, None, now, SWEEP_SOURCE, True, None, None, None
+                )
+            )
+        await _write_back(conn, rows)
+        await _insert_history(conn, history)
+    return resolved
+
+
+async def count_open(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM messages WHERE final_at IS NULL"))
 
 
 # -- reads ---------------------------------------------------------------------------------------

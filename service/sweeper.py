@@ -1,0 +1,91 @@
+"""ExpirySweeper: resolves messages still open past their lifetime, in bounded batches.
+
+Every serving process runs one. They do not step on each other: each batch locks its rows with
+SKIP LOCKED and commits before the next, so no lock is held across batches and two sweepers simply
+take different rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+
+from service import metrics, store
+from service.errors import is_unavailable
+from service.statuses import Status
+
+logger = logging.getLogger("dlr_tracker.sweeper")
+
+
+class ExpirySweeper:
+    def __init__(self, pool: asyncpg.Pool, *, interval: float, batch_size: int, timeout: float) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._batch_size = batch_size
+        self._timeout = timeout
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_pass(self) -> Counter[Status]:
+        """Sweep until nothing overdue is left (or only rows other transactions hold)."""
+        resolved: Counter[Status] = Counter()
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        while not self._stop.is_set():
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                batch = await store.sweep_batch(conn, now, self._batch_size)
+            for _id, _before, after in batch:
+                resolved[after] += 1
+                metrics.SWEEP_RESOLVED.labels(after.value).inc()
+            for _id, before, after in batch:
+                metrics.TRANSITIONS.labels(before.value, after.value).inc()
+            if len(batch) < self._batch_size:
+                break
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            metrics.OPEN_MESSAGES.set(await store.count_open(conn))
+        metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
+        return resolved
+
+    async def run_forever(self) -> None:
+        while not self._stop.is_set():
+            # Jitter keeps replicas started together from sweeping in lockstep.
+            delay = self._interval * random.uniform(0.8, 1.2)  # noqa: S311 - not for security
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                return
+            except TimeoutError:
+                pass
+            try:
+                resolved = await self.run_pass()
+            except Exception as exc:
+                # A database blip must not end the sweeper: count it, log it, try again next tick.
+                metrics.SWEEP_RUNS.labels("error").inc()
+                if is_unavailable(exc):
+                    logger.warning("expiry sweep failed, database unavailable: %s", type(exc).__name__)
+                else:
+                    logger.exception("expiry sweep failed")
+                continue
+            metrics.SWEEP_RUNS.labels("success").inc()
+            metrics.SWEEP_LAST_SUCCESS.set_to_current_time()
+            if resolved:
+                logger.info("expiry sweep resolved %d messages: %s", sum(resolved.values()), _summary(resolved))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_forever(), name="expiry-sweeper")
+
+    async def stop(self) -> None:
+        """Stop after the batch in progress (its transaction commits or rolls back whole)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+
+def _summary(resolved: Counter[Status]) -> str:
+    return ", ".join(f"{status.value} {count}" for status, count in sorted(resolved.items()))
