@@ -1,0 +1,17 @@
+-- wrk script: one generic form report per request, each for a new message id.
+local counter = 0
+local prefix = ""
+
+function setup(thread)
+  thread:set("prefix", string.format("%x-", math.random(0, 0xffffff)))
+end
+
+function init(args)
+  prefix = prefix .. string.format("%x-", math.random(0, 0xffffff))
+end
+
+request = function()
+  counter = counter + 1
+  local body = "id=L" .. prefix .. counter .. "&status=DELIVRD"
+  return wrk.format("POST", "/dlr/generic", {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
