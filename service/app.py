@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import database, logs
+from service import database, logs, metrics
 from service.config import Settings
 from service.errors import ServiceError
 from service.http import campaigns, ingest, messages, ops, quarantine
@@ -55,9 +56,12 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access.info(
-                "%s %s %d %.1fms", scope["method"], scope["path"][:200], status, (time.perf_counter() - started) * 1000
-            )
+            elapsed = time.perf_counter() - started
+            # The route template, never the raw path: label values must stay bounded.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.HTTP_SECONDS.labels(route, scope["method"]).observe(elapsed)
+            access.info("%s %s %d %.1fms", scope["method"], scope["path"][:200], status, elapsed * 1000)
             logs.request_id.reset(token)
 
 
@@ -80,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
             timeout=settings.db_timeout,
         )
         sweeper.start()
+        pool_watch = asyncio.create_task(database.watch_pool(app.state.pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
         if settings.webhook_token is None:
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
             # Readiness fails from the first moment of shutdown; in-flight requests finish on the pool.
             app.state.shutting_down = True
             await sweeper.stop()
+            pool_watch.cancel()
             await app.state.pool.close()
 
     routes = [

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from starlette.requests import Request
 
+from service import metrics
 from service.config import Secret
 from service.errors import AuthFailed
 
@@ -36,6 +37,7 @@ def require_api_key(request: Request, keys: frozenset[Secret]) -> None:
         return
     presented = _presented(request, "apiKey")
     if presented is None or not _matches(presented, keys):
+        metrics.AUTH_FAILURES.labels("api_key").inc()
         raise AuthFailed("missing or wrong API key (Authorization: Bearer KEY or apiKey=KEY)")
 
 
@@ -44,4 +46,5 @@ def require_webhook_token(request: Request, token: Secret | None) -> None:
         return
     presented = _presented(request, "token")
     if presented is None or not _matches(presented, (token,)):
+        metrics.AUTH_FAILURES.labels("webhook").inc()
         raise AuthFailed("missing or wrong webhook token (token=... or Authorization: Bearer ...)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
+from service import metrics
 
 
 def migrations_dir() -> Path:
@@ -53,3 +56,13 @@ async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+async def watch_pool(pool: asyncpg.Pool, every: float = 2.0) -> None:
+    """Keep the pool gauges current (a gauge set at scrape time would not work with several workers)."""
+    while True:
+        size, idle = pool.get_size(), pool.get_idle_size()
+        metrics.DB_POOL.labels("in_use").set(size - idle)
+        metrics.DB_POOL.labels("idle").set(idle)
+        metrics.DB_POOL.labels("max").set(pool.get_max_size())
+        await asyncio.sleep(every)

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import asyncpg
 
+from service import metrics
+
 
 class ServiceError(Exception):
     code: ClassVar[int] = 3
@@ -101,10 +103,12 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def database_errors() -> AsyncIterator[None]:
+async def database_errors(operation: str = "request") -> AsyncIterator[None]:
+    """Turn "the database is away" into code 10 (503, Retry-After) and count it by operation."""
     try:
         yield
     except Exception as exc:
         if is_unavailable(exc):
+            metrics.DB_ERRORS.labels(operation).inc()
             raise Unavailable(data={"reason": type(exc).__name__}) from exc
         raise

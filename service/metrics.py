@@ -34,7 +34,33 @@ SWEEP_SECONDS = Histogram(
 SWEEP_RESOLVED = Counter(
     "dlr_sweep_resolved_total", "Messages resolved by the expiry sweep, by resulting status", ["status"]
 )
+# multiprocess_mode matters only with several workers: the newest sweep, the largest open count.
 SWEEP_LAST_SUCCESS = Gauge(
-    "dlr_sweep_last_success_timestamp_seconds", "Unix time of the last successful expiry sweep pass"
+    "dlr_sweep_last_success_timestamp_seconds",
+    "Unix time of the last successful expiry sweep pass",
+    multiprocess_mode="max",
 )
-OPEN_MESSAGES = Gauge("dlr_open_messages", "Messages not yet final (as of the last sweep pass)")
+OPEN_MESSAGES = Gauge(
+    "dlr_open_messages", "Messages not yet final (as of the last sweep pass)", multiprocess_mode="max"
+)
+HTTP_REQUESTS = Counter(
+    "dlr_http_requests_total", "HTTP requests, by route template, method and status", ["route", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "dlr_http_request_duration_seconds",
+    "HTTP request duration, by route template and method",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_POOL = Gauge(
+    "dlr_db_pool_connections",
+    "Database pool connections, by state (in_use, idle, max)",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+DB_ERRORS = Counter(
+    "dlr_database_errors_total", "Operations refused with 503 because the database was unavailable", ["operation"]
+)
+AUTH_FAILURES = Counter(
+    "dlr_auth_failures_total", "Requests refused for missing or wrong credentials, by kind", ["kind"]
+)  # kind: webhook, api_key

@@ -25,7 +25,7 @@ class ReportWriter:
     async def apply(self, reports: Sequence[IncomingReport]) -> list[AppliedReport]:
         if not reports:
             return []
-        async with database_errors(), self._pool.acquire(timeout=self._timeout) as conn:
+        async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
             answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
         record(reports, answers)
         return answers
