@@ -21,9 +21,7 @@ class Status(StrEnum):
     DELETED = "DELETED"
 
 
-FINAL: frozenset[Status] = frozenset(
-    {Status.DELIVRD, Status.UNDELIV, Status.REJECTD, Status.EXPIRED, Status.DELETED}
-)
+FINAL: frozenset[Status] = frozenset({Status.DELIVRD, Status.UNDELIV, Status.REJECTD, Status.EXPIRED, Status.DELETED})
 
 # Non-final statuses only ever move up this ladder. Finals are absorbing and are not ranked
 # against each other: the first final a segment receives is the one it keeps.
