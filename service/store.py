@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, expire, grow
+from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
 from service.statuses import FINAL, Status
 
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
@@ -368,44 +368,53 @@ def _register(row: _Row, reg: Registration, lifetime: int) -> None:
 SWEEP_SOURCE = "sweep"
 
 
-async def sweep_batch(conn: Connection, now: datetime, limit: int) -> list[tuple[str, Status, Status]]:
-    """Resolve up to `limit` overdue open messages in one transaction: (id, from, to) for each.
+_FINALS_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
+
+# The sweep applies `engine.expire` set-wise, in one statement per batch: at a million overdue messages,
+# pulling every row into Python and back costs more than the sweep itself. tests/test_sweep.py checks
+# this statement against `engine.expire` for every open state of 1-3 segments.
+_SWEEP_SQL = f"""
+WITH due AS (
+    SELECT id, status FROM messages
+    WHERE final_at IS NULL AND expires_at <= $1
+    ORDER BY expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), resolved AS (
+    UPDATE messages AS m SET
+        status = CASE
+            WHEN m.status = 'PDLIVRD' THEN coalesce(
+                (SELECT u.s FROM unnest(m.segment_statuses) WITH ORDINALITY AS u(s, n)
+                 WHERE u.s IN ({_FINALS_SQL}) ORDER BY u.n LIMIT 1),
+                'DELIVRD')
+            ELSE 'EXPIRED' END,
+        segment_statuses = ARRAY(
+            SELECT CASE WHEN u.s IN ({_FINALS_SQL}) THEN u.s ELSE 'EXPIRED' END
+            FROM unnest(m.segment_statuses) WITH ORDINALITY AS u(s, n) ORDER BY u.n),
+        segment_updated_at = ARRAY(
+            SELECT CASE WHEN u.s IN ({_FINALS_SQL}) THEN u.t ELSE $1 END
+            FROM unnest(m.segment_statuses, m.segment_updated_at) WITH ORDINALITY AS u(s, t, n) ORDER BY u.n),
+        final_at = $1,
+        updated_at = $1
+    FROM due
+    WHERE m.id = due.id
+    RETURNING m.id, due.status AS from_status, m.status AS to_status
+), logged AS (
+    INSERT INTO history (message_id, status, received_at, source, applied)
+    SELECT id, to_status, $1, '{SWEEP_SOURCE}', true FROM resolved
+)
+SELECT from_status, to_status, count(*) AS n FROM resolved GROUP BY from_status, to_status
+"""
+
+
+async def sweep_batch(conn: Connection, now: datetime, limit: int) -> list[tuple[Status, Status, int]]:
+    """Resolve up to `limit` overdue open messages in one transaction: (from, to, how many).
 
     SKIP LOCKED: the sweeper never waits for a row, so it cannot deadlock with ingest or with other
     sweepers; a row another transaction holds is simply left for the next batch or the next pass.
     """
-    async with conn.transaction():
-        records = await conn.fetch(
-            f"""
-            SELECT {_LOCK_COLUMNS} FROM messages
-            WHERE final_at IS NULL AND expires_at <= $1
-            ORDER BY expires_at LIMIT $2
-            FOR UPDATE SKIP LOCKED
-            """,
-            now,
-            limit,
-        )
-        rows = {r["id"]: _row_from_record(r) for r in records}
-        resolved, history = [], []
-        for message_id, row in rows.items():
-            outcome = expire(row.state)
-            if not outcome.applied:
-                continue
-            stamps = list(row.segment_updated_at)
-            for segment, _old, _new in outcome.transitions:
-                stamps[segment - 1] = now
-            row.state, row.segment_updated_at = outcome.state, stamps
-            row.final_at = row.updated_at = now
-            row.dirty = True
-            resolved.append((message_id, outcome.message_from, outcome.state.status))
-            history.append(
-                _HistoryRow(
-                    message_id, outcome.state.status.value, None, None, None, now, SWEEP_SOURCE, True, None, None, None
-                )
-            )
-        await _write_back(conn, rows)
-        await _insert_history(conn, history)
-    return resolved
+    records = await conn.fetch(_SWEEP_SQL, now, limit)
+    return [(Status(r["from_status"]), Status(r["to_status"]), int(r["n"])) for r in records]
 
 
 async def count_open(conn: Connection) -> int:

@@ -40,12 +40,11 @@ class ExpirySweeper:
         while not self._stop.is_set():
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 batch = await store.sweep_batch(conn, now, self._batch_size)
-            for _id, _before, after in batch:
-                resolved[after] += 1
-                metrics.SWEEP_RESOLVED.labels(after.value).inc()
-            for _id, before, after in batch:
-                metrics.TRANSITIONS.labels(before.value, after.value).inc()
-            if len(batch) < self._batch_size:
+            for before, after, count in batch:
+                resolved[after] += count
+                metrics.SWEEP_RESOLVED.labels(after.value).inc(count)
+                metrics.TRANSITIONS.labels(before.value, after.value).inc(count)
+            if sum(count for _, _, count in batch) < self._batch_size:
                 break
         async with self._pool.acquire(timeout=self._timeout) as conn:
             metrics.OPEN_MESSAGES.set(await store.count_open(conn))
