@@ -76,7 +76,15 @@ def create_app(settings: Settings) -> Starlette:
         app.state.shutting_down = False
         app.state.schema_head = database.head_revision()
         app.state.pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
-        app.state.writer = ReportWriter(app.state.pool, lifetime=settings.lifetime, timeout=settings.db_timeout)
+        app.state.writer = ReportWriter(
+            app.state.pool,
+            lifetime=settings.lifetime,
+            timeout=settings.db_timeout,
+            batching=settings.group_commit,
+            max_batch=settings.max_batch,
+            writers=settings.writers,
+        )
+        app.state.writer.start()
         sweeper = ExpirySweeper(
             app.state.pool,
             interval=settings.sweep_interval,
@@ -94,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             # Readiness fails from the first moment of shutdown; in-flight requests finish on the pool.
             app.state.shutting_down = True
+            await app.state.writer.stop()
             await sweeper.stop()
             pool_watch.cancel()
             await app.state.pool.close()

@@ -60,6 +60,8 @@ class Settings:
     max_batch: int = 1000
     db_pool_size: int = 10
     db_timeout: float = 5.0
+    group_commit: bool = True
+    writers: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -120,6 +122,8 @@ class Settings:
             max_batch=int(number("DLR_MAX_BATCH", 1000, int, 1, 100_000)),
             db_pool_size=int(number("DLR_DB_POOL_SIZE", 10, int, 1, 200)),
             db_timeout=number("DLR_DB_TIMEOUT", 5.0, float, 0.1, 600),
+            group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
+            writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -1,38 +1,145 @@
-"""The write path: reports in, one transaction, each caller's outcome out.
+"""The write path with group commit: reports from many requests, one transaction, each caller's outcome.
 
-Today every call is one transaction; the callers already hand over lists, so group commit can take
-what is waiting from many callers and apply it as one batch without changing them.
+A request hands its reports to `ReportWriter.apply` and waits. A few writer tasks take whatever is
+waiting (up to a bound) and apply it in one transaction; while one commits, the next gathers what
+arrived meanwhile. There is no linger: a lone report goes at once, and batches grow only when traffic
+does. Answers are given after the commit, so a 2xx still means "stored".
+
+With batching off, every call is its own transaction: the same code path with a batch of one caller.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 
 from service import metrics, store
-from service.errors import database_errors
+from service.errors import ShuttingDown, Unavailable, database_errors
 from service.store import AppliedReport, IncomingReport
+
+logger = logging.getLogger("dlr_tracker.writer")
+
+
+@dataclass(slots=True)
+class _Waiting:
+    reports: Sequence[IncomingReport]
+    future: asyncio.Future[list[AppliedReport]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class ReportWriter:
-    def __init__(self, pool: asyncpg.Pool, *, lifetime: int, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lifetime: int,
+        timeout: float,
+        batching: bool = True,
+        max_batch: int = 1000,
+        writers: int = 2,
+    ) -> None:
         self._pool = pool
         self._lifetime = lifetime
         self._timeout = timeout
+        self._batching = batching
+        self._max_batch = max_batch
+        self._writers = writers
+        self._queue: deque[_Waiting] = deque()
+        self._arrived = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    def start(self) -> None:
+        if self._batching:
+            self._tasks = [asyncio.create_task(self._run(), name=f"report-writer-{i}") for i in range(self._writers)]
+
+    async def stop(self) -> None:
+        """After the server has finished its requests: nothing should be waiting; refuse what still is."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._queue:
+            waiting = self._queue.popleft()
+            if not waiting.future.done():
+                waiting.future.set_exception(ShuttingDown())
 
     async def apply(self, reports: Sequence[IncomingReport]) -> list[AppliedReport]:
         if not reports:
             return []
-        async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
-            answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
+        if self._closed:
+            raise ShuttingDown()
+        waiting = _Waiting(reports)
+        if not self._batching:
+            await self._commit([waiting])
+        else:
+            self._queue.append(waiting)
+            self._arrived.set()
+        return await waiting.future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            batch: list[_Waiting] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].reports) <= self._max_batch):
+                waiting = self._queue.popleft()
+                # A caller that went away before its turn was never answered: leave its reports unapplied.
+                if not waiting.future.done():
+                    batch.append(waiting)
+                    size += len(waiting.reports)
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        reports = [report for waiting in batch for report in waiting.reports]
+        try:
+            async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
+                answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
+        except asyncio.CancelledError:
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(ShuttingDown())
+            raise
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, ShuttingDown | Unavailable):
+                # Something in the batch broke it: apply each caller's reports on their own, so that
+                # only the caller whose report is at fault gets the error.
+                logger.warning(
+                    "a batch of %d reports failed (%s); retrying them one caller at a time",
+                    len(reports),
+                    type(exc).__name__,
+                )
+                for waiting in batch:
+                    await self._commit([waiting])
+                return
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        # Committed: only now may anyone be told so.
         record(reports, answers)
-        return answers
+        start = 0
+        for waiting in batch:
+            end = start + len(waiting.reports)
+            if not waiting.future.done():
+                waiting.future.set_result(answers[start:end])
+            start = end
 
 
 def record(reports: Sequence[IncomingReport], answers: Sequence[AppliedReport]) -> None:
     """Count what was committed (never before the commit: a rolled-back report counted nothing)."""
+    now = datetime.now(UTC)
     for report, answer in zip(reports, answers, strict=True):
         outcome = "applied" if answer.applied else (answer.reason.value if answer.reason else "unmapped")
         metrics.REPORTS.labels(report.source, outcome).inc()
@@ -42,8 +149,4 @@ def record(reports: Sequence[IncomingReport], answers: Sequence[AppliedReport]) 
             metrics.TRANSITIONS.labels(answer.message_from.value, answer.status.value).inc()
         if answer.delivery_seconds is not None:
             metrics.DELIVERY_SECONDS.observe(answer.delivery_seconds)
-        metrics.INGEST_SECONDS.observe(max(0.0, _seconds_since(report)))
-
-
-def _seconds_since(report: IncomingReport) -> float:
-    return (datetime.now(UTC) - report.received_at).total_seconds()
+        metrics.INGEST_SECONDS.observe(max(0.0, (now - report.received_at).total_seconds()))

@@ -187,4 +187,10 @@ def _decode_cursor(value: Any) -> tuple[datetime, str] | None:
         raise bad from None
     if not isinstance(message_id, str) or moment.tzinfo is None or "\x00" in message_id:
         raise bad
+    try:
+        message_id.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: PostgreSQL could not take it
+        raise bad from None
+    if not fields.MIN_TIME <= moment < fields.MAX_TIME:
+        raise bad
     return moment, message_id

@@ -1,0 +1,100 @@
+"""Group commit (`ReportWriter`): batches from concurrent callers answer exactly as one-by-one would."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service import database
+from service.engine import Report, apply_report, new_message
+from service.statuses import Status
+from service.store import IncomingReport
+from service.writer import ReportWriter
+from tests.conftest import fetch
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def incoming(message_id: str, status: str, segment: int | None = None, segments: int | None = None) -> IncomingReport:
+    return IncomingReport(message_id, Report(Status(status), segment, segments), "generic", NOW)
+
+
+SEQUENCE = [
+    incoming("a", "ACCEPTD"),
+    incoming("a", "ACCEPTD"),  # the same message twice in one batch: a duplicate
+    incoming("b", "DELIVRD", 1, 2),
+    incoming("a", "ENQUEUD"),  # stale
+    incoming("b", "DELIVRD", 2),
+    incoming("a", "DELIVRD"),
+    incoming("a", "UNDELIV"),  # after_final
+    incoming("b", "DELIVRD", 1),  # duplicate
+]
+
+
+def one_by_one(reports: list[IncomingReport]) -> list[tuple[str, str, bool, str | None]]:
+    """The reference: the pure engine applied to each report in arrival order."""
+    states: dict[str, object] = {}
+    answers = []
+    for r in reports:
+        state = states.get(r.message_id) or new_message(1)
+        outcome = apply_report(state, r.report)  # type: ignore[arg-type]
+        states[r.message_id] = outcome.state
+        answers.append(
+            (
+                r.message_id,
+                outcome.state.status.value,
+                outcome.applied,
+                outcome.reason.value if outcome.reason else None,
+            )
+        )
+    return answers
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_concurrent_callers_get_the_one_by_one_answers(db: str, batching: bool) -> None:
+    """Callers queued together are committed together, in arrival order: each answer is what applying
+    the reports one at a time gives, duplicates within the batch included. With batching off, calls are
+    independent transactions, so they are made one after another to have an order at all."""
+
+    async def run() -> list[tuple[str, str, bool, str | None]]:
+        pool = await database.create_pool(db, 4, 10)
+        writer = ReportWriter(pool, lifetime=86400, timeout=10, batching=batching)
+        writer.start()
+        try:
+            if batching:
+                results = await asyncio.gather(*(writer.apply([r]) for r in SEQUENCE))
+            else:
+                results = [await writer.apply([r]) for r in SEQUENCE]
+        finally:
+            await writer.stop()
+            await pool.close()
+        return [(a.message_id, a.status.value, a.applied, a.reason.value if a.reason else None) for [a] in results]
+
+    assert asyncio.run(run()) == one_by_one(SEQUENCE)
+    history = fetch(db, "SELECT count(*) AS n FROM history")[0]["n"]
+    assert history == len(SEQUENCE) - 2  # the two duplicates are not stored
+
+
+def test_one_bad_report_fails_only_its_caller(db: str) -> None:
+    """A report the database refuses (here a NUL in the id, which validation normally stops) fails its
+    own caller; the callers batched with it are committed and answered."""
+
+    async def run() -> list[object]:
+        pool = await database.create_pool(db, 4, 10)
+        writer = ReportWriter(pool, lifetime=86400, timeout=10, writers=1)
+        writer.start()
+        try:
+            calls = [writer.apply([incoming(f"ok{i}", "DELIVRD")]) for i in range(5)]
+            calls.insert(2, writer.apply([incoming("bad\x00id", "DELIVRD")]))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await writer.stop()
+            await pool.close()
+
+    results = asyncio.run(run())
+    assert isinstance(results[2], asyncpg.PostgresError | asyncpg.DataError | ValueError)
+    assert all(isinstance(r, list) and r[0].applied for i, r in enumerate(results) if i != 2)
+    assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {f"ok{i}" for i in range(5)}
