@@ -23,7 +23,7 @@ from service.statuses import FINAL, Status
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IncomingReport:
     """One canonical report, as a dialect parsed it, waiting to be applied."""
 
@@ -39,7 +39,7 @@ class IncomingReport:
     raw_status: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppliedReport:
     """What applying one report did: the answer to its sender and the material for metrics."""
 
@@ -150,26 +150,39 @@ def _pg_array(values: Sequence[str]) -> str:
     return "{" + ",".join(f'"{v}"' for v in values) + "}"
 
 
-async def _write_back(conn: Connection, rows: dict[str, _Row]) -> None:
+_UPDATE_MESSAGES = """
+    UPDATE messages AS m SET
+        status = u.status, partial = u.partial,
+        segment_statuses = u.segment_statuses::text[],
+        segment_updated_at = u.segment_updated_at::timestamptz[],
+        recipient = u.recipient, campaign = u.campaign, error = u.error,
+        sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
+        registered_at = u.registered_at, updated_at = u.updated_at
+    FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+                $12::timestamptz[], $13::timestamptz[])
+         AS u(id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
+              sent_at, expires_at, final_at, registered_at, updated_at)
+    WHERE m.id = u.id
+"""
+_INSERT_HISTORY = """
+    INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
+                         applied, reason, error, event_id)
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::int[], $18::timestamptz[],
+                         $19::timestamptz[], $20::text[], $21::boolean[], $22::text[], $23::text[],
+                         $24::text[])
+"""
+# One round trip for both: the rows are locked already, so nothing here can wait on anyone.
+_WRITE_BACK = f"WITH updated AS ({_UPDATE_MESSAGES}) {_INSERT_HISTORY}"
+
+
+async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence[_HistoryRow] = ()) -> None:
+    """Write the changed messages and the new history rows, in one statement."""
     dirty = sorted(i for i, r in rows.items() if r.dirty)
-    if not dirty:
+    if not dirty and not history:
         return
     await conn.execute(
-        """
-        UPDATE messages AS m SET
-            status = u.status, partial = u.partial,
-            segment_statuses = u.segment_statuses::text[],
-            segment_updated_at = u.segment_updated_at::timestamptz[],
-            recipient = u.recipient, campaign = u.campaign, error = u.error,
-            sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
-            registered_at = u.registered_at, updated_at = u.updated_at
-        FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-                    $12::timestamptz[], $13::timestamptz[])
-             AS u(id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
-                  sent_at, expires_at, final_at, registered_at, updated_at)
-        WHERE m.id = u.id
-        """,
+        _WRITE_BACK,
         dirty,
         [rows[i].state.status.value for i in dirty],
         [rows[i].state.partial for i in dirty],
@@ -183,6 +196,7 @@ async def _write_back(conn: Connection, rows: dict[str, _Row]) -> None:
         [rows[i].final_at for i in dirty],
         [rows[i].registered_at for i in dirty],
         [rows[i].updated_at for i in dirty],
+        *([getattr(row, f.name) for row in history] for f in dataclass_fields(_HistoryRow)),
     )
 
 
@@ -205,8 +219,7 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
         history = [
             _report_history(r, a) for r, a in zip(reports, answers, strict=True) if a.reason is not Reason.DUPLICATE
         ]
-        await _write_back(conn, rows)
-        await _insert_history(conn, history)
+        await _write_back(conn, rows, history)
     return answers
 
 
@@ -273,7 +286,7 @@ def _take(row: _Row, outcome: Outcome, incoming: IncomingReport) -> None:
     row.dirty = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _HistoryRow:
     message_id: str
     status: str | None
@@ -301,21 +314,6 @@ def _report_history(r: IncomingReport, a: AppliedReport) -> _HistoryRow:
         a.reason.value if a.reason else None,
         r.error,
         r.event_id,
-    )
-
-
-async def _insert_history(conn: Connection, rows: Sequence[_HistoryRow]) -> None:
-    if not rows:
-        return
-    await conn.execute(
-        """
-        INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
-                             applied, reason, error, event_id)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[],
-                             $6::timestamptz[], $7::text[], $8::boolean[], $9::text[], $10::text[],
-                             $11::text[])
-        """,
-        *([getattr(row, f.name) for row in rows] for f in dataclass_fields(_HistoryRow)),
     )
 
 

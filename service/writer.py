@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -26,12 +25,14 @@ from service.store import AppliedReport, IncomingReport
 logger = logging.getLogger("dlr_tracker.writer")
 
 
-@dataclass(slots=True)
 class _Waiting:
-    reports: Sequence[IncomingReport]
-    future: asyncio.Future[list[AppliedReport]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """One caller's reports and the future its answers arrive on."""
+
+    __slots__ = ("future", "reports")
+
+    def __init__(self, reports: Sequence[IncomingReport], future: asyncio.Future[list[AppliedReport]]) -> None:
+        self.reports = reports
+        self.future = future
 
 
 class ReportWriter:
@@ -76,7 +77,7 @@ class ReportWriter:
             return []
         if self._closed:
             raise ShuttingDown()
-        waiting = _Waiting(reports)
+        waiting = _Waiting(reports, asyncio.get_running_loop().create_future())
         if not self._batching:
             await self._commit([waiting])
         else:
@@ -142,11 +143,11 @@ def record(reports: Sequence[IncomingReport], answers: Sequence[AppliedReport]) 
     now = datetime.now(UTC)
     for report, answer in zip(reports, answers, strict=True):
         outcome = "applied" if answer.applied else (answer.reason.value if answer.reason else "unmapped")
-        metrics.REPORTS.labels(report.source, outcome).inc()
+        metrics.child(metrics.REPORTS, report.source, outcome).inc()
         if not answer.applied and answer.reason is not None:
-            metrics.REJECTED.labels(answer.reason.value).inc()
+            metrics.child(metrics.REJECTED, answer.reason.value).inc()
         if answer.status is not answer.message_from:
-            metrics.TRANSITIONS.labels(answer.message_from.value, answer.status.value).inc()
+            metrics.child(metrics.TRANSITIONS, answer.message_from.value, answer.status.value).inc()
         if answer.delivery_seconds is not None:
             metrics.DELIVERY_SECONDS.observe(answer.delivery_seconds)
         metrics.INGEST_SECONDS.observe(max(0.0, (now - report.received_at).total_seconds()))
