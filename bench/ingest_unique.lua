@@ -1,6 +1,6 @@
 -- wrk script: one generic form report per request, each for a new message id.
 local counter = 0
-local prefix = ""
+prefix = prefix or ""  -- a global: thread:set reaches globals only
 
 function setup(thread)
   thread:set("prefix", string.format("%x-", math.random(0, 0xffffff)))

@@ -6,9 +6,13 @@ import asyncio
 import logging
 import os
 import re
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -67,6 +71,26 @@ class RequestIdMiddleware:
             logs.request_id.reset(token)
 
 
+def _mark_draining_on_signals(app: Starlette) -> None:
+    """Make /readyz fail from the moment SIGTERM or SIGINT arrives, not only once the requests are done.
+
+    uvicorn has installed its own handlers by the time the lifespan starts; ours runs first, then its.
+    Signal handlers can only be set from the main thread (a test client runs the app elsewhere).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(received: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
+            app.state.draining = True
+            previous(received, frame)
+
+        signal.signal(signum, handler)
+
+
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
@@ -75,7 +99,9 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.shutting_down = False
+        app.state.draining = False  # a stop signal arrived: not ready, but still finishing requests
+        app.state.shutting_down = False  # the requests are done: the pool is closing
+        _mark_draining_on_signals(app)
         app.state.schema_head = database.head_revision()
         app.state.pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
         app.state.writer = ReportWriter(
@@ -102,12 +128,14 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            # Readiness fails from the first moment of shutdown; in-flight requests finish on the pool.
-            app.state.shutting_down = True
+            # uvicorn has finished the in-flight requests by now (their reports are committed): stop the
+            # writers, then the sweeper after its current batch, then the pool.
+            app.state.draining = app.state.shutting_down = True
             await app.state.writer.stop()
             await sweeper.stop()
             pool_watch.cancel()
             await app.state.pool.close()
+            metrics.worker_stopped()
 
     routes = [
         Route("/dlr/{dialect}", ingest.ingest, methods=["GET", "POST"]),

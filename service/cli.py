@@ -7,12 +7,14 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
-from service import database, logs
+from service import database, logs, metrics
 from service.config import Settings, SettingsError
 from service.embedded import DataDirInUse, EmbeddedPostgres
 from service.statuses import Status
@@ -44,6 +46,13 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
+    if settings.web_concurrency > 1:
+        # Each worker keeps its metrics in files here; /metrics in any worker adds them all up.
+        # Set before the workers start: prometheus_client picks its storage when it is imported.
+        given = os.environ.get(metrics.MULTIPROC_DIR)
+        shared = Path(given) if given else Path(tempfile.mkdtemp(prefix="dlr-tracker-metrics-"))
+        metrics.prepare_multiprocess_dir(shared)
+        os.environ[metrics.MULTIPROC_DIR] = str(shared)
     with database_url(settings) as dsn:
         database.migrate(dsn)
         # Workers build their own app from the environment; they must find the same database.

@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+dialect: ContextVar[str | None] = ContextVar("dialect", default=None)
+message_id: ContextVar[str | None] = ContextVar("message_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,9 +21,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
+        for name, var in (("request_id", request_id), ("dialect", dialect), ("message_id", message_id)):
+            value = var.get()
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

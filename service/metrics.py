@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics shows: this process's metrics, or with several workers all of theirs added up."""
+    if MULTIPROC_DIR not in os.environ:
+        return REGISTRY
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return combined
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Clear the shared metrics directory of earlier runs' files before the workers start (they would
+    count twice), keeping this process's own: it may already have opened them."""
+    path.mkdir(parents=True, exist_ok=True)
+    mine = f"_{os.getpid()}.db"
+    for leftover in path.glob("*.db"):
+        if not leftover.name.endswith(mine):
+            leftover.unlink()
+
+
+def worker_stopped() -> None:
+    """Drop this worker's live gauges from the shared directory (`livesum` must not count the dead)."""
+    if MULTIPROC_DIR in os.environ:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
 
 _children: dict[tuple[Any, ...], Any] = {}
 

@@ -6,13 +6,14 @@ cannot be parsed or validated is quarantined with its reason before it is refuse
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import metrics, store
+from service import logs, metrics, store
 from service.auth import require_webhook_token
 from service.dialects import DIALECTS, ItemError, Parser
 from service.errors import LimitExceeded, UnknownModule, database_errors, field_error
@@ -20,6 +21,8 @@ from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
 from service.payloads import PayloadError, RequestParts, media_type
 from service.store import AppliedReport, IncomingReport
+
+logger = logging.getLogger("dlr_tracker.ingest")
 
 
 def parser_for(dialect: str) -> Parser:
@@ -33,6 +36,7 @@ async def ingest(request: Request) -> Response:
     app = state(request)
     dialect = request.path_params["dialect"]
     parser = parser_for(dialect)
+    logs.dialect.set(dialect)
     require_webhook_token(request, app.settings.token_for(dialect))
     parts = RequestParts(
         method=request.method,
@@ -55,6 +59,8 @@ async def process(app: Any, dialect: str, parser: Parser, parts: RequestParts) -
             f"batch of {len(parsed.items)} items; at most {app.settings.max_batch}",
             {"batch": f"at most {app.settings.max_batch} items"},
         )
+    if not parsed.batch and parsed.items[0].message_id is not None:
+        logs.message_id.set(parsed.items[0].message_id)
     reports = [item for item in parsed.items if isinstance(item, IncomingReport)]
     answers = iter(await app.writer.apply(reports))
     failed = [item for item in parsed.items if isinstance(item, ItemError)]
@@ -88,10 +94,14 @@ async def _quarantine(
 ) -> None:
     if not entries:
         return
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
+    ids = []
+    pool = app.pool
+    async with database_errors("quarantine"), pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
         for parts, errors, message_id in entries:
             raw = store.RawRequest(dialect, parts.method, parts.content_type, parts.query, parts.body)
-            await store.quarantine(conn, raw, errors, received_at, message_id)
-    for _ in entries:
+            ids.append(await store.quarantine(conn, raw, errors, received_at, message_id))
+    for quarantine_id, (_parts, errors, _id) in zip(ids, entries, strict=True):
+        # The reasons name fields and what is wrong with them; never the payload itself.
+        logger.info("quarantined payload %d: %s", quarantine_id, "; ".join(f"{k}: {v}" for k, v in errors.items()))
         metrics.QUARANTINED.labels(dialect).inc()
         metrics.REPORTS.labels(dialect, "invalid").inc()

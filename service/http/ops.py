@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import store
 from service.http.envelope import EnvelopeResponse, ok
 from service.http.openapi import spec
+from service.metrics import registry
 
 READY_TIMEOUT = 2.0
 
@@ -22,7 +23,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     app = request.app.state
-    if app.shutting_down:
+    if app.draining:
         return EnvelopeResponse(999, {"ready": False, "reason": "shutting down"}, "shutting down", 503)
     try:
         async with asyncio.timeout(READY_TIMEOUT), app.pool.acquire() as conn:
@@ -47,7 +48,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
