@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import database, logs, metrics
+from service import database, logs, metrics, store
+from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
 from service.http import campaigns, ingest, messages, ops, quarantine
@@ -113,6 +114,12 @@ def create_app(settings: Settings) -> Starlette:
             writers=settings.writers,
         )
         app.state.writer.start()
+
+        async def load_campaign(campaign: str) -> dict[str, Any] | None:
+            async with app.state.pool.acquire(timeout=settings.db_timeout) as conn:
+                return await store.campaign_stats(conn, campaign)
+
+        app.state.campaign_stats = CampaignStatsCache(load_campaign, settings.campaign_stats_ttl)
         sweeper = ExpirySweeper(
             app.state.pool,
             interval=settings.sweep_interval,

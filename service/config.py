@@ -61,6 +61,7 @@ class Settings:
     db_pool_size: int = 10
     db_timeout: float = 5.0
     group_commit: bool = True
+    campaign_stats_ttl: float = 5.0
     writers: int = 2
 
     @classmethod
@@ -124,6 +125,7 @@ class Settings:
             db_timeout=number("DLR_DB_TIMEOUT", 5.0, float, 0.1, 600),
             group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
+            campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

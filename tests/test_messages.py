@@ -247,3 +247,21 @@ def test_database_down_is_503_code_10_with_retry_after(settings: Settings, serve
             asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         assert client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"}).status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_campaign_statistics_are_at_most_ttl_old(settings: Settings) -> None:
+    """Campaign stats may come from memory for DLR_CAMPAIGN_STATS_TTL seconds, then are counted afresh."""
+    import time
+
+    with TestClient(create_app(replace(settings, campaign_stats_ttl=0.3))) as client:
+        client.post("/messages", json={"id": "t1", "campaign": "ttl"})
+        assert client.get("/campaigns/ttl").json()["data"]["total"] == 1
+        client.post("/messages", json={"id": "t2", "campaign": "ttl"})
+        assert client.get("/campaigns/ttl").json()["data"]["total"] == 1  # from memory
+        deadline = time.monotonic() + 5
+        while client.get("/campaigns/ttl").json()["data"]["total"] != 2:
+            assert time.monotonic() < deadline, "stats never refreshed"
+            time.sleep(0.05)
+    with TestClient(create_app(replace(settings, campaign_stats_ttl=0))) as client:
+        client.post("/messages", json={"id": "t3", "campaign": "ttl"})
+        assert client.get("/campaigns/ttl").json()["data"]["total"] == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import store
 from service.auth import require_api_key
 from service.errors import NotFound, database_errors
 from service.http.envelope import ok
@@ -16,8 +15,8 @@ async def get_campaign(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
     campaign = request.path_params["campaign"]
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
-        stats = await store.campaign_stats(conn, campaign)
+    async with database_errors():
+        stats = await app.campaign_stats.get(campaign)
     if stats is None:
         raise NotFound(f"campaign {campaign[:80]!r} not found", {"campaign": campaign[:255]})
     return ok({"campaign": campaign, **stats})
