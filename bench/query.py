@@ -97,8 +97,8 @@ def main() -> None:
     print()
     print(table(["endpoint", "req/s", "p50 ms", "p99 ms", "non-2xx"], rows))
     print(
-        f"\n{args.connections} connections, {args.seconds:g} s each, one worker, 2 cores shared with PostgreSQL and wrk."
-        " Goals: /messages/{id} p99 < 10 ms, campaign stats p99 < 200 ms."
+        f"\n{args.connections} connections, {args.seconds:g} s each, one worker, 2 cores shared with PostgreSQL"
+        " and wrk. Goals: /messages/{id} p99 < 10 ms, campaign stats p99 < 200 ms."
     )
 
 
