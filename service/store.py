@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -144,60 +143,79 @@ async def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, _Row]:
     return {r["id"]: _row_from_record(r) for r in records}
 
 
-def _pg_array(values: Sequence[str]) -> str:
-    # Segment arrays differ in length between messages, and PostgreSQL has no ragged arrays, so each
-    # travels as an array literal. Statuses and ISO timestamps need no escaping beyond the quotes.
-    return "{" + ",".join(f'"{v}"' for v in values) + "}"
-
-
-_UPDATE_MESSAGES = """
+# The batch travels as two JSON documents rather than two dozen typed arrays: json.dumps is one C call,
+# where asyncpg would encode every element of every array in Python.
+_WRITE_BACK = """
+WITH updated AS (
     UPDATE messages AS m SET
         status = u.status, partial = u.partial,
-        segment_statuses = u.segment_statuses::text[],
-        segment_updated_at = u.segment_updated_at::timestamptz[],
+        segment_statuses = u.segment_statuses, segment_updated_at = u.segment_updated_at,
         recipient = u.recipient, campaign = u.campaign, error = u.error,
         sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
         registered_at = u.registered_at, updated_at = u.updated_at
-    FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-                $12::timestamptz[], $13::timestamptz[])
-         AS u(id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
-              sent_at, expires_at, final_at, registered_at, updated_at)
+    FROM json_to_recordset($1::json) AS u(
+        id text, status text, partial boolean, segment_statuses text[], segment_updated_at timestamptz[],
+        recipient text, campaign text, error text, sent_at timestamptz, expires_at timestamptz,
+        final_at timestamptz, registered_at timestamptz, updated_at timestamptz)
     WHERE m.id = u.id
+)
+INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
+                     applied, reason, error, event_id)
+SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error, event_id
+FROM json_to_recordset($2::json) AS h(
+    message_id text, status text, raw_status text, segment int, event_time timestamptz,
+    received_at timestamptz, source text, applied boolean, reason text, error text, event_id text)
 """
-_INSERT_HISTORY = """
-    INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
-                         applied, reason, error, event_id)
-    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::int[], $18::timestamptz[],
-                         $19::timestamptz[], $20::text[], $21::boolean[], $22::text[], $23::text[],
-                         $24::text[])
-"""
-# One round trip for both: the rows are locked already, so nothing here can wait on anyone.
-_WRITE_BACK = f"WITH updated AS ({_UPDATE_MESSAGES}) {_INSERT_HISTORY}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence[_HistoryRow] = ()) -> None:
-    """Write the changed messages and the new history rows, in one statement."""
+    """Write the changed messages and the new history rows, in one statement.
+
+    One round trip for both: the rows are locked already, so nothing here can wait on anyone.
+    """
     dirty = sorted(i for i, r in rows.items() if r.dirty)
     if not dirty and not history:
         return
-    await conn.execute(
-        _WRITE_BACK,
-        dirty,
-        [rows[i].state.status.value for i in dirty],
-        [rows[i].state.partial for i in dirty],
-        [_pg_array([s.value for s in rows[i].state.segments]) for i in dirty],
-        [_pg_array([t.isoformat() for t in rows[i].segment_updated_at]) for i in dirty],
-        [rows[i].recipient for i in dirty],
-        [rows[i].campaign for i in dirty],
-        [rows[i].error for i in dirty],
-        [rows[i].sent_at for i in dirty],
-        [rows[i].expires_at for i in dirty],
-        [rows[i].final_at for i in dirty],
-        [rows[i].registered_at for i in dirty],
-        [rows[i].updated_at for i in dirty],
-        *([getattr(row, f.name) for row in history] for f in dataclass_fields(_HistoryRow)),
-    )
+    messages = [
+        {
+            "id": i,
+            "status": r.state.status.value,
+            "partial": r.state.partial,
+            "segment_statuses": [s.value for s in r.state.segments],
+            "segment_updated_at": [t.isoformat() for t in r.segment_updated_at],
+            "recipient": r.recipient,
+            "campaign": r.campaign,
+            "error": r.error,
+            "sent_at": r.sent_at.isoformat(),
+            "expires_at": r.expires_at.isoformat(),
+            "final_at": _iso(r.final_at),
+            "registered_at": _iso(r.registered_at),
+            "updated_at": r.updated_at.isoformat(),
+        }
+        for i in dirty
+        for r in (rows[i],)
+    ]
+    events = [
+        {
+            "message_id": h.message_id,
+            "status": h.status,
+            "raw_status": h.raw_status,
+            "segment": h.segment,
+            "event_time": _iso(h.event_time),
+            "received_at": h.received_at.isoformat(),
+            "source": h.source,
+            "applied": h.applied,
+            "reason": h.reason,
+            "error": h.error,
+            "event_id": h.event_id,
+        }
+        for h in history
+    ]
+    await conn.execute(_WRITE_BACK, json.dumps(messages), json.dumps(events))
 
 
 async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, lifetime: int) -> list[AppliedReport]:
