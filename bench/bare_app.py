@@ -17,8 +17,13 @@ from starlette.routing import Route
 async def ingest(request: Request) -> Response:
     # The standard library's form parser: Starlette's own request.form() needs python-multipart.
     form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-    return JSONResponse({"code": 0, "data": {"id": form.get("id"), "status": form.get("status"),
-                                             "applied": True, "reason": None}, "message": ""})
+    return JSONResponse(
+        {
+            "code": 0,
+            "data": {"id": form.get("id"), "status": form.get("status"), "applied": True, "reason": None},
+            "message": "",
+        }
+    )
 
 
 async def ready(request: Request) -> Response:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +46,10 @@ class Measured:
 
 
 def run_load(url: str, seconds: float, connections: int) -> tuple[WrkResult, int]:
-    out = subprocess.run(wrk_command(url, SCRIPT, connections, seconds), capture_output=True, text=True, check=True)
+    env = {**os.environ, "RUN_ID": uuid.uuid4().hex[:8]}
+    out = subprocess.run(
+        wrk_command(url, SCRIPT, connections, seconds), capture_output=True, text=True, check=True, env=env
+    )
     acked = re.search(r"^ACKED (\d+)$", out.stdout, re.M)
     return parse_wrk(out.stdout), int(acked.group(1)) if acked else 0
 
@@ -59,7 +64,8 @@ async def stored_reports(dsn: str) -> int:
 
 def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespace) -> Measured:
     try:
-        run_load(service.url, 2, args.connections)  # warm-up: connections, caches, JIT-free but page cache
+        run_load(service.url, 2, args.connections)  # warm-up: connections, caches, plans
+        before = asyncio.run(stored_reports(dsn)) if dsn is not None else 0
         runs, acked = [], 0
         for _ in range(args.runs):
             result, ok = run_load(service.url, args.seconds, args.connections)
@@ -68,10 +74,7 @@ def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespa
         rss = service.peak_rss_mb()
     finally:
         service.stop()
-    stored = None
-    if dsn is not None:
-        warm_acked = 0  # the warm-up's reports are stored too: count them from the database side only
-        stored = asyncio.run(stored_reports(dsn)) - warm_acked
+    stored = asyncio.run(stored_reports(dsn)) - before if dsn is not None else None
     print(f"  {name}: {statistics.median(r.requests_per_second for r in runs):,.0f} req/s", file=sys.stderr)
     return Measured(name, runs, rss, acked, stored)
 
@@ -85,8 +88,20 @@ def main() -> None:
 
     results: list[Measured] = []
     with database_server() as server:
-        bare = Service({}, [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", "{port}",
-                            "--log-level", "warning", "--no-access-log"])
+        bare = Service(
+            {},
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_app:app",
+                "--port",
+                "{port}",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+        )
         results.append(measure("bare Starlette (ceiling)", bare, None, args))
         for name, env in [
             ("dlr-tracker, batching off", {"DLR_GROUP_COMMIT": "off"}),
@@ -103,18 +118,30 @@ def main() -> None:
     rows = []
     for m in results:
         r = m.median
-        rows.append([
-            m.name, r.requests_per_second, r.p50_ms, r.p99_ms, sum(x.non_2xx + x.errors for x in m.runs), m.rss_mb,
-            f"{r.requests_per_second / ceiling:.2f}", f"{r.requests_per_second / off:.2f}",
-        ])
+        rows.append(
+            [
+                m.name,
+                r.requests_per_second,
+                r.p50_ms,
+                r.p99_ms,
+                sum(x.non_2xx + x.errors for x in m.runs),
+                m.rss_mb,
+                f"{r.requests_per_second / ceiling:.2f}",
+                f"{r.requests_per_second / off:.2f}",
+            ]
+        )
     print()
-    print(table(["server", "req/s", "p50 ms", "p99 ms", "non-2xx", "peak RSS MB", "x ceiling", "x batching off"],
-                rows))
-    print(f"\n{args.runs} runs of {args.seconds:g} s each (median shown), {args.connections} connections, wrk 1 thread,"
-          " one machine: 2 cores shared by wrk, the server and PostgreSQL.")
-    print("\nacknowledged reports stored (history rows >= 2xx answers counted by wrk, warm-up included in rows):")
+    print(table(["server", "req/s", "p50 ms", "p99 ms", "non-2xx", "peak RSS MB", "x ceiling", "x batching off"], rows))
+    print(
+        f"\n{args.runs} runs of {args.seconds:g} s each (median shown), {args.connections} connections, wrk 1 thread,"
+        " one machine: 2 cores shared by wrk, the server and PostgreSQL."
+    )
+    print(
+        "\nacknowledged reports stored (history rows written during the measured runs >= 2xx answers counted by wrk;"
+        " every report is unique, so each stored report is one history row):"
+    )
     for m in results[1:]:
-        verdict = "ok" if m.stored is not None and m.stored >= m.acked else "MISSING REPORTS"
+        verdict = "ok, none lost" if m.stored is not None and m.stored >= m.acked else "MISSING REPORTS"
         print(f"  {m.name}: {m.acked:,} acknowledged in the measured runs, {m.stored:,} stored -> {verdict}")
 
 

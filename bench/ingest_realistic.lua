@@ -8,7 +8,8 @@ acked = 0
 prefix = prefix or ""
 
 function setup(thread)
-  thread:set("prefix", string.format("t%d-", #threads))
+  -- RUN_ID keeps ids unique across runs against the same database: a repeated id would be a duplicate.
+  thread:set("prefix", string.format("%s-t%d-", os.getenv("RUN_ID") or "r", #threads))
   table.insert(threads, thread)
 end
 

@@ -7,7 +7,7 @@ every bad field at once.
 
 from __future__ import annotations
 
-import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,8 @@ MAX_SEGMENTS = 255  # concatenated SMS carry the part count in one byte
 # Event times outside this range are typos or garbage, never real deliveries.
 MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+# ASCII digits only: float() also reads other scripts' digits, `_` separators, exponents and "nan".
+_UNIX_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 class FieldError(ValueError):
@@ -60,9 +62,12 @@ def count(value: Any, limit: int = MAX_SEGMENTS) -> int | None:
         raise FieldError("must be a whole number")
     if isinstance(value, str):
         stripped = value.strip()
-        if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 9:
+        digits = stripped.lstrip("0") or "0"
+        # No more digits than the limit has, leading zeros dropped: int() of a long string is slow, and
+        # past 4300 digits (zeros included) an error.
+        if not stripped.isascii() or not stripped.isdigit() or len(digits) > len(str(limit)):
             raise FieldError(f"must be a whole number from 1 to {limit}")
-        value = int(stripped)
+        value = int(digits)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
@@ -80,11 +85,10 @@ def timestamp(value: Any) -> datetime | None:
         raise FieldError("must be ISO-8601 or unix seconds")
     if isinstance(value, str):
         stripped = value.strip()
-        try:
-            seconds: float | None = float(stripped) if stripped[:1].isdigit() and "-" not in stripped else None
-        except ValueError:
-            seconds = None
-        if seconds is None:
+        # fromisoformat() ignores a trailing NUL; whatever is not ASCII is no date either.
+        if not stripped.isascii() or "\x00" in stripped:
+            raise FieldError("must be ISO-8601 or unix seconds")
+        if not _UNIX_SECONDS.fullmatch(stripped):
             try:
                 parsed = datetime.fromisoformat(stripped.replace("Z", "+00:00") if stripped.endswith("Z") else stripped)
             except ValueError:
@@ -92,11 +96,13 @@ def timestamp(value: Any) -> datetime | None:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             return _in_range(parsed)
-        value = seconds
+        value = float(stripped)
     if isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > 1e11:
-            raise FieldError("unix seconds out of range")
-        return _in_range(datetime.fromtimestamp(value, tz=UTC))
+        # Compared as numbers first: fromtimestamp() fails (ValueError, OverflowError) far outside the
+        # range, and an int past float range cannot even be converted. NaN fails the comparison too.
+        if not MIN_TIME.timestamp() <= value < MAX_TIME.timestamp():
+            raise FieldError("must be between 2000 and 2100")
+        return datetime.fromtimestamp(value, tz=UTC)
     raise FieldError("must be ISO-8601 or unix seconds")
 
 

@@ -2,12 +2,14 @@
 
 Form decoding follows the urlencoded rules (`+` is a space, `%XX` bytes, UTF-8) and PHP's `a[b]`
 keys, as the platform's API sends them. Anything ambiguous is refused with a reason instead of being
-guessed at: a bad `%` escape, invalid UTF-8, a NUL byte, JSON that is too deep or has NaN.
+guessed at: a bad `%` escape, invalid UTF-8, a NUL byte, JSON that is too deep, has NaN or a lone
+surrogate (`"\\ud800"` decodes, but can be neither stored nor answered).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +20,19 @@ JSON = "application/json"
 TEXT = "text/plain"
 
 MAX_JSON_DEPTH = 32
+# Charsets a form body may declare -> the codec its percent-decoded bytes are read with: UTF-8 and the
+# single-byte ASCII supersets legacy clients send (Java's form encoder declares ISO-8859-1). A fixed table,
+# never codecs.lookup(): that caches every name it is asked for, and offers codecs such as
+# unicode_escape that would turn `\u0000` into a NUL after the checks.
+FORM_CHARSETS = {
+    "utf-8": "utf-8", "utf8": "utf-8", "us-ascii": "utf-8", "ascii": "utf-8",
+    "iso-8859-1": "latin-1", "iso8859-1": "latin-1", "latin-1": "latin-1", "latin1": "latin-1",
+    "windows-1251": "cp1251", "cp1251": "cp1251", "windows-1252": "cp1252", "cp1252": "cp1252",
+    "koi8-r": "koi8-r", "koi8-u": "koi8-u",
+}  # fmt: skip
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _PHP_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class PayloadError(ValueError):
@@ -41,7 +54,9 @@ class RequestParts:
     """The parts of an HTTP request a dialect may look at: what the quarantine keeps to replay it."""
 
     method: str
-    content_type: str | None  # media type only, lower-cased, no parameters
+    # The media type, lower-cased, no parameters; a form's charset other than UTF-8 stays on it
+    # (`...-urlencoded; charset=latin-1`) so that a quarantined body replays decoded the same way.
+    content_type: str | None
     query: bytes
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
@@ -50,30 +65,40 @@ class RequestParts:
 def media_type(header: str | None) -> str | None:
     if not header:
         return None
-    return header.split(";", 1)[0].strip().lower() or None
+    kind, *params = header.split(";")
+    kind = kind.strip().lower()
+    if kind == FORM:
+        for param in params:
+            name, _, value = param.partition("=")
+            charset = value.strip().strip('"').lower()
+            if name.strip().lower() == "charset" and charset and FORM_CHARSETS.get(charset) != "utf-8":
+                kind = f"{FORM}; charset={charset}"
+                break
+    # The quarantine keeps this as text, which cannot hold a NUL; such a header names no format anyway.
+    return kind.replace("\x00", "\\x00") or None
 
 
-def _decode_component(raw: bytes, what: str) -> str:
+def _decode_component(raw: bytes, what: str, charset: str = "utf-8") -> str:
     if _BAD_ESCAPE.search(raw):
         raise PayloadError({what: "bad percent-encoding (a % not followed by two hex digits)"})
     try:
-        text = unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        text = unquote_to_bytes(raw.replace(b"+", b" ")).decode(charset)
     except UnicodeDecodeError:
-        raise PayloadError({what: "not valid UTF-8"}) from None
+        raise PayloadError({what: "not valid UTF-8" if charset == "utf-8" else f"not valid {charset}"}) from None
     if "\x00" in text:
         raise PayloadError({what: "contains a NUL character"})
     return text
 
 
-def decode_form(raw: bytes) -> dict[str, Any]:
+def decode_form(raw: bytes, charset: str = "utf-8") -> dict[str, Any]:
     """Decode `a=1&b[c]=2&d[]=3` into `{"a": "1", "b": {"c": "2"}, "d": ["3"]}`; the last plain key wins."""
     result: dict[str, Any] = {}
     for pair in raw.split(b"&"):
         if not pair:
             continue
         raw_key, _, raw_value = pair.partition(b"=")
-        key = _decode_component(raw_key, "field name")
-        value = _decode_component(raw_value, key or "field")
+        key = _decode_component(raw_key, "field name", charset)
+        value = _decode_component(raw_value, key or "field", charset)
         if not key:
             raise PayloadError({"field name": "empty field name"})
         _put(result, key, value)
@@ -115,50 +140,65 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError({"body": f"{name} is not a JSON number"})
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 is Infinity by another name
+        raise PayloadError({"body": f"{text[:40]} is out of range for a number"})
+    return value
+
+
 def decode_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PayloadError({"body": "not valid UTF-8"}) from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise PayloadError({"body": "JSON nested too deeply"}) from None
     except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
         if isinstance(exc, PayloadError):
             raise
         raise PayloadError({"body": f"not valid JSON: {exc}"}) from None
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise PayloadError({"body": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"})
+    _check_json(value)
     return value
 
 
-def _depth(value: Any) -> int:
-    depth, level = 0, [value]
+def _check_json(value: Any) -> None:
+    """Refuse containers nested deeper than MAX_JSON_DEPTH and strings (keys too) with a lone surrogate.
+
+    Breadth-first, one level at a time, so that the check itself never recurses.
+    """
+    level, depth = [value], 1  # the containers in `level` are `depth` deep
     while level:
-        depth += 1
         nxt: list[Any] = []
         for v in level:
-            if isinstance(v, dict):
-                nxt.extend(v.values())
-            elif isinstance(v, list):
+            if isinstance(v, dict | list):
+                if depth > MAX_JSON_DEPTH:
+                    raise PayloadError({"body": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"})
                 nxt.extend(v)
-        level = nxt
-        if depth > MAX_JSON_DEPTH:
-            break
-    return depth - 1 if depth else 0
+                if isinstance(v, dict):
+                    nxt.extend(v.values())
+            elif isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
+                raise PayloadError({"body": "a string with a lone surrogate (\\ud800-\\udfff) is not text"})
+        level, depth = nxt, depth + 1
 
 
 def decode_request(parts: RequestParts) -> Any:
     """The request's data: the query string of a GET, the body of anything else, by content type."""
     if parts.method in ("GET", "HEAD"):
         return decode_form(parts.query)
-    kind = parts.content_type
+    kind, charset = parts.content_type, "utf-8"
+    if kind is not None and kind.startswith(f"{FORM};"):
+        declared = kind.partition("charset=")[2]
+        if declared not in FORM_CHARSETS:
+            raise UnsupportedFormat(parts.content_type)
+        kind, charset = FORM, FORM_CHARSETS[declared]
     if kind is None:
         # Some senders omit the header; the first byte tells JSON from a form unambiguously.
         kind = JSON if parts.body.lstrip()[:1] in (b"{", b"[") else FORM
     if kind == FORM:
-        return decode_form(parts.body)
+        return decode_form(parts.body, charset)
     if kind == JSON or kind.endswith("+json"):
-        return decode_json(parts.body)
+        return decode_json(parts.body)  # UTF-8 whatever charset is declared: RFC 8259 §8.1
     raise UnsupportedFormat(parts.content_type)

@@ -37,6 +37,7 @@ HTTP_FOR_CODE = {1: 400, 6: 415, 11: 400, 12: 400, 99: 400}
 @dataclass(frozen=True)
 class Answer:
     status: int
+    content_type: str
     body: Any
 
     @property
@@ -101,8 +102,9 @@ def raw_request(
     assert client.portal is not None, "raw_request needs the client's lifespan running (use it inside `with`)"
     client.portal.call(run)
     start = next(m for m in sent if m["type"] == "http.response.start")
+    content_type = dict(start["headers"]).get(b"content-type", b"").decode("latin-1")
     payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return Answer(start["status"], json.loads(payload))
+    return Answer(start["status"], content_type, json.loads(payload))
 
 
 def counts(db: str) -> tuple[int, int, int]:
@@ -117,6 +119,7 @@ def counts(db: str) -> tuple[int, int, int]:
 
 def assert_envelope(answer: Answer) -> None:
     assert answer.status < 500, answer.body
+    assert answer.content_type.startswith("application/json"), answer.content_type
     assert isinstance(answer.body, dict)
     assert set(answer.body) == {"code", "data", "message"}, answer.body
     assert isinstance(answer.body["code"], int)
@@ -148,176 +151,224 @@ def report(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
+def post(content_type: str | bytes | None, body: bytes, *expected: Any, id: str) -> Any:
+    """A table row for a POST to `/dlr/generic`: no query string, this body."""
+    return pytest.param("POST", b"", content_type, body, *expected, id=id)
+
+
+def get(query: bytes, *expected: Any, id: str) -> Any:
+    """A table row for a GET of `/dlr/generic`: this query string, no body."""
+    return pytest.param("GET", query, None, b"", *expected, id=id)
+
+
 # --- ingest: one bad report, refused whole ---------------------------------------------------------
 
 FIELDS = ("id", "status", "segment", "segments", "time", "to", "campaign", "error")
 WRONG_TYPES = {"bool": True, "list": ["1"], "dict": {"a": "1"}, "float": 1.5}
 
 WRONG_JSON_TYPES = [
-    pytest.param("POST", b"", JSON, js(report(**{name: bad})), 1, name, id=f"json-{name}-{kind}")
+    post(JSON, js(report(**{name: bad})), 1, name, id=f"json-{name}-{kind}")
     for name in FIELDS
     for kind, bad in WRONG_TYPES.items()
 ]
 
 HOSTILE_INGEST = [
     # required fields missing: code 11, data names the field
-    pytest.param("POST", b"", JSON, js({"status": "DELIVRD"}), 11, "id", id="json-no-id"),
-    pytest.param("POST", b"", JSON, js({"id": "h1"}), 11, "status", id="json-no-status"),
-    pytest.param("POST", b"", JSON, js({"id": None, "status": "DELIVRD"}), 11, "id", id="json-null-id"),
-    pytest.param("POST", b"", JSON, js({"id": "", "status": "DELIVRD"}), 11, "id", id="json-empty-id"),
-    pytest.param("POST", b"", FORM, b"status=DELIVRD", 11, "id", id="form-no-id"),
-    pytest.param("POST", b"", FORM, b"id=&status=DELIVRD", 11, "id", id="form-empty-id"),
-    pytest.param("POST", b"", FORM, b"id&status=DELIVRD", 11, "id", id="form-id-without-equals"),
-    pytest.param("GET", b"id=h1", None, b"", 11, "status", id="get-no-status"),
-    pytest.param("GET", b"", None, b"", 11, "id", id="get-empty-query"),
+    post(JSON, js({"status": "DELIVRD"}), 11, "id", id="json-no-id"),
+    post(JSON, js({"id": "h1"}), 11, "status", id="json-no-status"),
+    post(JSON, js({"id": None, "status": "DELIVRD"}), 11, "id", id="json-null-id"),
+    post(JSON, js({"id": "", "status": "DELIVRD"}), 11, "id", id="json-empty-id"),
+    post(FORM, b"status=DELIVRD", 11, "id", id="form-no-id"),
+    post(FORM, b"id=&status=DELIVRD", 11, "id", id="form-empty-id"),
+    post(FORM, b"id&status=DELIVRD", 11, "id", id="form-id-without-equals"),
+    get(b"id=h1", 11, "status", id="get-no-status"),
+    get(b"", 11, "id", id="get-empty-query"),
     # whitespace-only id
-    pytest.param("POST", b"", FORM, b"id=+++&status=DELIVRD", 1, "id", id="form-whitespace-id"),
-    pytest.param("GET", b"id=%20%09&status=DELIVRD", None, b"", 1, "id", id="get-whitespace-id"),
-    pytest.param("POST", b"", JSON, js(report(id=" \t\n")), 1, "id", id="json-whitespace-id"),
+    post(FORM, b"id=+++&status=DELIVRD", 1, "id", id="form-whitespace-id"),
+    get(b"id=%20%09&status=DELIVRD", 1, "id", id="get-whitespace-id"),
+    post(JSON, js(report(id=" \t\n")), 1, "id", id="json-whitespace-id"),
     # invalid UTF-8: percent-encoded, raw, overlong, an encoded surrogate, in a key, in JSON
-    pytest.param("POST", b"", FORM, b"id=%FF&status=DELIVRD", 1, "id", id="form-pct-ff"),
-    pytest.param("POST", b"", FORM, b"id=\xff\xfe&status=DELIVRD", 1, "id", id="form-raw-ff"),
-    pytest.param("POST", b"", FORM, b"id=%C0%AF&status=DELIVRD", 1, "id", id="form-overlong"),
-    pytest.param("POST", b"", FORM, b"id=%ED%A0%80&status=DELIVRD", 1, "id", id="form-utf8-surrogate"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&%FF=1", 1, "field name", id="form-bad-utf8-key"),
-    pytest.param("GET", b"id=%C3%28&status=DELIVRD", None, b"", 1, "id", id="get-pct-bad-utf8"),
-    pytest.param("GET", b"id=\xc3\x28&status=DELIVRD", None, b"", 1, "id", id="get-raw-bad-utf8"),
-    pytest.param("POST", b"", JSON, b'{"id": "\xff", "status": "DELIVRD"}', 1, "body", id="json-raw-ff"),
-    pytest.param("POST", b"", JSON, b'{"id": "\\ud800", "status": "DELIVRD"}', 1, "body", id="json-lone-surrogate"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "x": "\\udfff"}', 1, "body",
-                 id="json-lone-surrogate-unused-field"),
-    pytest.param("POST", b"", JSON, b'{"\\ud800": 1, "id": "h1", "status": "DELIVRD"}', 1, "body",
-                 id="json-lone-surrogate-key"),
+    post(FORM, b"id=%FF&status=DELIVRD", 1, "id", id="form-pct-ff"),
+    post(FORM, b"id=\xff\xfe&status=DELIVRD", 1, "id", id="form-raw-ff"),
+    post(FORM, b"id=%C0%AF&status=DELIVRD", 1, "id", id="form-overlong"),
+    post(FORM, b"id=%ED%A0%80&status=DELIVRD", 1, "id", id="form-utf8-surrogate"),
+    post(FORM, b"id=h1&status=DELIVRD&%FF=1", 1, "field name", id="form-bad-utf8-key"),
+    get(b"id=%C3%28&status=DELIVRD", 1, "id", id="get-pct-bad-utf8"),
+    get(b"id=\xc3\x28&status=DELIVRD", 1, "id", id="get-raw-bad-utf8"),
+    post(JSON, b'{"id": "\xff", "status": "DELIVRD"}', 1, "body", id="json-raw-ff"),
+    post(JSON, b'{"id": "\\ud800", "status": "DELIVRD"}', 1, "body", id="json-lone-surrogate"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD", "x": "\\udfff"}', 1, "body", id="json-lone-surrogate-unused-field"),
+    post(JSON, b'{"\\ud800": 1, "id": "h1", "status": "DELIVRD"}', 1, "body", id="json-lone-surrogate-key"),
     # bad percent-encoding
-    pytest.param("POST", b"", FORM, b"id=%zz&status=DELIVRD", 1, "id", id="form-pct-zz"),
-    pytest.param("POST", b"", FORM, b"status=DELIVRD&id=h1%", 1, "id", id="form-trailing-pct"),
-    pytest.param("POST", b"", FORM, b"status=DELIVRD&id=%4", 1, "id", id="form-pct-one-digit"),
-    pytest.param("POST", b"", FORM, b"i%zzd=h1&status=DELIVRD", 1, "field name", id="form-pct-in-key"),
-    pytest.param("GET", b"id=%zz&status=DELIVRD", None, b"", 1, "id", id="get-pct-zz"),
-    pytest.param("GET", b"status=DELIVRD&id=h1%", None, b"", 1, "id", id="get-trailing-pct"),
-    pytest.param("GET", b"id=%4&status=DELIVRD", None, b"", 1, "id", id="get-pct-one-digit"),
-    pytest.param("GET", b"id=%%34%31&status=DELIVRD", None, b"", 1, "id", id="get-double-pct"),
+    post(FORM, b"id=%zz&status=DELIVRD", 1, "id", id="form-pct-zz"),
+    post(FORM, b"status=DELIVRD&id=h1%", 1, "id", id="form-trailing-pct"),
+    post(FORM, b"status=DELIVRD&id=%4", 1, "id", id="form-pct-one-digit"),
+    post(FORM, b"i%zzd=h1&status=DELIVRD", 1, "field name", id="form-pct-in-key"),
+    get(b"id=%zz&status=DELIVRD", 1, "id", id="get-pct-zz"),
+    get(b"status=DELIVRD&id=h1%", 1, "id", id="get-trailing-pct"),
+    get(b"id=%4&status=DELIVRD", 1, "id", id="get-pct-one-digit"),
+    get(b"id=%%34%31&status=DELIVRD", 1, "id", id="get-double-pct"),
     # NUL bytes: raw, %00, \u0000 in JSON, in every text field
-    pytest.param("POST", b"", FORM, b"id=a\x00b&status=DELIVRD", 1, "id", id="form-raw-nul"),
-    pytest.param("POST", b"", FORM, b"id=a%00b&status=DELIVRD", 1, "id", id="form-pct-nul"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&x%00=1", 1, "field name", id="form-nul-in-key"),
-    pytest.param("GET", b"id=a%00b&status=DELIVRD", None, b"", 1, "id", id="get-pct-nul"),
-    pytest.param("GET", b"id=a\x00b&status=DELIVRD", None, b"", 1, "id", id="get-raw-nul"),
-    pytest.param("POST", b"", JSON, js(report(id="a\x00b")), 1, "id", id="json-nul-id"),
-    pytest.param("POST", b"", JSON, js(report(status="DELIVRD\x00")), 1, "status", id="json-nul-status"),
-    pytest.param("POST", b"", JSON, js(report(to="+1\x00")), 1, "to", id="json-nul-to"),
-    pytest.param("POST", b"", JSON, js(report(campaign="c\x00")), 1, "campaign", id="json-nul-campaign"),
-    pytest.param("POST", b"", JSON, js(report(error="e\x00")), 1, "error", id="json-nul-error"),
-    pytest.param("POST", b"", JSON, js(report(time="2025-11-24T16:00:00\x00")), 1, "time", id="json-nul-time"),
-    pytest.param("POST", b"", JSON, js(report(segment="1\x00")), 1, "segment", id="json-nul-segment"),
-    pytest.param("POST", b"", JSON, b'{"id": "a\x00b", "status": "DELIVRD"}', 1, "body", id="json-raw-nul"),
+    post(FORM, b"id=a\x00b&status=DELIVRD", 1, "id", id="form-raw-nul"),
+    post(FORM, b"id=a%00b&status=DELIVRD", 1, "id", id="form-pct-nul"),
+    post(FORM, b"id=h1&status=DELIVRD&x%00=1", 1, "field name", id="form-nul-in-key"),
+    get(b"id=a%00b&status=DELIVRD", 1, "id", id="get-pct-nul"),
+    get(b"id=a\x00b&status=DELIVRD", 1, "id", id="get-raw-nul"),
+    post(JSON, js(report(id="a\x00b")), 1, "id", id="json-nul-id"),
+    post(JSON, js(report(status="DELIVRD\x00")), 1, "status", id="json-nul-status"),
+    post(JSON, js(report(to="+1\x00")), 1, "to", id="json-nul-to"),
+    post(JSON, js(report(campaign="c\x00")), 1, "campaign", id="json-nul-campaign"),
+    post(JSON, js(report(error="e\x00")), 1, "error", id="json-nul-error"),
+    post(JSON, js(report(time="2025-11-24T16:00:00\x00")), 1, "time", id="json-nul-time"),
+    post(JSON, js(report(segment="1\x00")), 1, "segment", id="json-nul-segment"),
+    post(JSON, b'{"id": "a\x00b", "status": "DELIVRD"}', 1, "body", id="json-raw-nul"),
     # huge values
-    pytest.param("POST", b"", FORM, b"id=" + b"x" * 10_000 + b"&status=DELIVRD", 1, "id", id="form-id-10k"),
-    pytest.param("POST", b"", JSON, js(report(id="x" * 10_000)), 1, "id", id="json-id-10k"),
-    pytest.param("POST", b"", JSON, js(report(id=10**4000)), 1, "id", id="json-id-int-4000-digits"),
-    pytest.param("POST", b"", JSON, b'{"id": ' + b"7" * 5000 + b', "status": "DELIVRD"}', 1, "body",
-                 id="json-id-int-5000-digits"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "segment": ' + b"9" * 5000 + b"}", 1,
-                 "body", id="json-segment-5000-digits"),
-    pytest.param("POST", b"", JSON, js(report(segment=10**4000)), 1, "segment", id="json-segment-4000-digits"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=99999999999999999999", 1, "segment",
-                 id="form-segment-20-digits"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segments=256", 1, "segments", id="form-segments-256"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&time=1e300", 1, "time", id="form-time-1e300"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&time=" + b"9" * 5000, 1, "time", id="form-time-5000-digits"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&time=1764_000_000", 1, "time", id="form-time-underscores"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&time=%D9%A1%D9%A7%D9%A6%D9%A4%D9%A0%D9%A0%D9%A0%D9%A0"
-                 b"%D9%A0%D9%A0", 1, "time", id="form-time-arabic-digits"),
-    pytest.param("POST", b"", JSON, js(report(time=1e300)), 1, "time", id="json-time-1e300"),
-    pytest.param("POST", b"", JSON, js(report(time=-99_999_999_999)), 1, "time", id="json-time-year-minus-1199"),
-    pytest.param("POST", b"", JSON, js(report(time=-70_000_000_000.0)), 1, "time", id="json-time-year-minus-249"),
-    pytest.param("POST", b"", JSON, js(report(time=10**4000)), 1, "time", id="json-time-4000-digits"),
-    pytest.param("POST", b"", JSON, js(report(time="0001-01-01T00:00:00+14:00")), 1, "time", id="json-time-year-1"),
-    pytest.param("POST", b"", JSON, js(report(time="9999-12-31T23:59:59-14:00")), 1, "time", id="json-time-year-9999"),
-    pytest.param("POST", b"", JSON, js(report(to="1" * 65)), 1, "to", id="json-to-65"),
-    pytest.param("POST", b"", JSON, js(report(campaign="c" * 256)), 1, "campaign", id="json-campaign-256"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "time": 1e400}', 1, "body",
-                 id="json-float-overflows-to-inf"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "time": NaN}', 1, "body", id="json-nan"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "time": Infinity}', 1, "body",
-                 id="json-infinity"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "segment": -Infinity}', 1, "body",
-                 id="json-minus-infinity"),
+    post(FORM, b"id=" + b"x" * 10_000 + b"&status=DELIVRD", 1, "id", id="form-id-10k"),
+    post(JSON, js(report(id="x" * 10_000)), 1, "id", id="json-id-10k"),
+    post(JSON, js(report(id=10**4000)), 1, "id", id="json-id-int-4000-digits"),
+    post(JSON, b'{"id": ' + b"7" * 5000 + b', "status": "DELIVRD"}', 1, "body", id="json-id-int-5000-digits"),
+    post(
+        JSON,
+        b'{"id": "h1", "status": "DELIVRD", "segment": ' + b"9" * 5000 + b"}",
+        1,
+        "body",
+        id="json-segment-5000-digits",
+    ),
+    post(JSON, js(report(segment=10**4000)), 1, "segment", id="json-segment-4000-digits"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=99999999999999999999", 1, "segment", id="form-segment-20-digits"),
+    post(FORM, b"id=h1&status=DELIVRD&segments=256", 1, "segments", id="form-segments-256"),
+    post(FORM, b"id=h1&status=DELIVRD&time=1e300", 1, "time", id="form-time-1e300"),
+    post(FORM, b"id=h1&status=DELIVRD&time=" + b"9" * 5000, 1, "time", id="form-time-5000-digits"),
+    post(FORM, b"id=h1&status=DELIVRD&time=1764_000_000", 1, "time", id="form-time-underscores"),
+    post(
+        FORM,
+        b"id=h1&status=DELIVRD&time=%D9%A1%D9%A7%D9%A6%D9%A4%D9%A0%D9%A0%D9%A0%D9%A0%D9%A0%D9%A0",
+        1,
+        "time",
+        id="form-time-arabic-digits",
+    ),
+    post(JSON, js(report(time=1e300)), 1, "time", id="json-time-1e300"),
+    post(JSON, js(report(time=-99_999_999_999)), 1, "time", id="json-time-year-minus-1199"),
+    post(JSON, js(report(time=-70_000_000_000.0)), 1, "time", id="json-time-year-minus-249"),
+    post(JSON, js(report(time=10**4000)), 1, "time", id="json-time-4000-digits"),
+    post(JSON, js(report(time="0001-01-01T00:00:00+14:00")), 1, "time", id="json-time-year-1"),
+    post(JSON, js(report(time="9999-12-31T23:59:59-14:00")), 1, "time", id="json-time-year-9999"),
+    post(JSON, js(report(to="1" * 65)), 1, "to", id="json-to-65"),
+    post(JSON, js(report(campaign="c" * 256)), 1, "campaign", id="json-campaign-256"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD", "time": 1e400}', 1, "body", id="json-float-overflows-to-inf"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD", "time": NaN}', 1, "body", id="json-nan"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD", "time": Infinity}', 1, "body", id="json-infinity"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD", "segment": -Infinity}', 1, "body", id="json-minus-infinity"),
     # deep nesting
-    pytest.param("POST", b"", JSON, b"[" * 10_000 + b"]" * 10_000, 1, "body", id="json-array-10k-deep"),
-    pytest.param("POST", b"", JSON, b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 1, "body", id="json-object-10k-deep"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD", "x": ' + b"[" * 40 + b"]" * 40 + b"}", 1,
-                 "body", id="json-40-deep-in-unused-field"),
-    pytest.param("POST", b"", FORM, b"status=DELIVRD&a" + b"[b]" * 10_000 + b"=1", 11, "id", id="form-key-10k-deep"),
+    post(JSON, b"[" * 10_000 + b"]" * 10_000, 1, "body", id="json-array-10k-deep"),
+    post(JSON, b'{"a":' * 10_000 + b"1" + b"}" * 10_000, 1, "body", id="json-object-10k-deep"),
+    post(
+        JSON,
+        b'{"id": "h1", "status": "DELIVRD", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
+        1,
+        "body",
+        id="json-40-deep-in-unused-field",
+    ),
+    post(FORM, b"status=DELIVRD&a" + b"[b]" * 10_000 + b"=1", 11, "id", id="form-key-10k-deep"),
     # statuses
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVERED", 1, "status", id="form-unknown-status"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=" + b"D" * 10_000, 1, "status", id="form-status-10k"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=+", 1, "status", id="form-blank-status"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=del%C4%B1vrd", 1, "status", id="form-status-dotless-i"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=%C5%BFENT", 1, "status", id="form-status-long-s"),
-    pytest.param("GET", b"id=h1&status=UNKNOWN", None, b"", 1, "status", id="get-unknown-status"),
-    pytest.param("POST", b"", JSON, js(report(status=7)), 1, "status", id="json-status-int"),
+    post(FORM, b"id=h1&status=DELIVERED", 1, "status", id="form-unknown-status"),
+    post(FORM, b"id=h1&status=" + b"D" * 10_000, 1, "status", id="form-status-10k"),
+    post(FORM, b"id=h1&status=+", 1, "status", id="form-blank-status"),
+    post(FORM, b"id=h1&status=del%C4%B1vrd", 1, "status", id="form-status-dotless-i"),
+    post(FORM, b"id=h1&status=%C5%BFENT", 1, "status", id="form-status-long-s"),
+    get(b"id=h1&status=UNKNOWN", 1, "status", id="get-unknown-status"),
+    post(JSON, js(report(status=7)), 1, "status", id="json-status-int"),
     # segments
-    pytest.param("POST", b"", FORM, b"id=h1&status=PDLIVRD&segment=1", 1, "segment", id="pdlivrd-with-segment"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=3&segments=2", 1, "segment",
-                 id="segment-past-segments"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=0", 1, "segment", id="segment-0"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=-1", 1, "segment", id="segment-negative"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=%2B1", 1, "segment", id="segment-plus-sign"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=1.0", 1, "segment", id="segment-decimal"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=%EF%BC%91", 1, "segment", id="segment-fullwidth"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segment=0x1", 1, "segment", id="segment-hex"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&segments=0", 1, "segments", id="segments-0"),
-    pytest.param("POST", b"", JSON, js(report(segment=-1)), 1, "segment", id="json-segment-negative"),
-    pytest.param("POST", b"", JSON, js(report(segments=0)), 1, "segments", id="json-segments-0"),
+    post(FORM, b"id=h1&status=PDLIVRD&segment=1", 1, "segment", id="pdlivrd-with-segment"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=3&segments=2", 1, "segment", id="segment-past-segments"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=0", 1, "segment", id="segment-0"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=-1", 1, "segment", id="segment-negative"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=%2B1", 1, "segment", id="segment-plus-sign"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=1.0", 1, "segment", id="segment-decimal"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=%EF%BC%91", 1, "segment", id="segment-fullwidth"),
+    post(FORM, b"id=h1&status=DELIVRD&segment=0x1", 1, "segment", id="segment-hex"),
+    post(FORM, b"id=h1&status=DELIVRD&segments=0", 1, "segments", id="segments-0"),
+    post(JSON, js(report(segment=-1)), 1, "segment", id="json-segment-negative"),
+    post(JSON, js(report(segments=0)), 1, "segments", id="json-segments-0"),
     # empty and odd bodies
-    pytest.param("POST", b"", None, b"", 11, "id", id="empty-body-no-content-type"),
-    pytest.param("POST", b"", FORM, b"", 11, "id", id="empty-form-body"),
-    pytest.param("POST", b"", JSON, b"", 1, "body", id="empty-json-body"),
-    pytest.param("POST", b"", JSON, b" \n\t ", 1, "body", id="whitespace-json-body"),
-    pytest.param("POST", b"", JSON, b"[]", 1, "body", id="json-empty-array"),
-    pytest.param("POST", b"", JSON, b'"id=h1&status=DELIVRD"', 1, "body", id="json-top-level-string"),
-    pytest.param("POST", b"", JSON, b"42", 1, "body", id="json-top-level-number"),
-    pytest.param("POST", b"", JSON, b"null", 1, "body", id="json-top-level-null"),
-    pytest.param("POST", b"", JSON, b"true", 1, "body", id="json-top-level-bool"),
-    pytest.param("POST", b"", JSON, b'{"id": "h1", "status": "DELIVRD"} {}', 1, "body", id="json-trailing-data"),
-    pytest.param("POST", b"", JSON, b"id=h1&status=DELIVRD", 1, "body", id="form-body-labelled-json"),
-    pytest.param("POST", b"", FORM, js(report()), 11, "id", id="json-body-labelled-form"),
-    pytest.param("POST", b"", None, b"[]", 1, "body", id="sniffed-json-empty-array"),
-    pytest.param("POST", b"", "application/vnd.dlr+json", b"{", 1, "body", id="plus-json-broken"),
+    post(None, b"", 11, "id", id="empty-body-no-content-type"),
+    post(FORM, b"", 11, "id", id="empty-form-body"),
+    post(JSON, b"", 1, "body", id="empty-json-body"),
+    post(JSON, b" \n\t ", 1, "body", id="whitespace-json-body"),
+    post(JSON, b"[]", 1, "body", id="json-empty-array"),
+    post(JSON, b'"id=h1&status=DELIVRD"', 1, "body", id="json-top-level-string"),
+    post(JSON, b"42", 1, "body", id="json-top-level-number"),
+    post(JSON, b"null", 1, "body", id="json-top-level-null"),
+    post(JSON, b"true", 1, "body", id="json-top-level-bool"),
+    post(JSON, b'{"id": "h1", "status": "DELIVRD"} {}', 1, "body", id="json-trailing-data"),
+    post(JSON, b"id=h1&status=DELIVRD", 1, "body", id="form-body-labelled-json"),
+    post(FORM, js(report()), 11, "id", id="json-body-labelled-form"),
+    post(None, b"[]", 1, "body", id="sniffed-json-empty-array"),
+    post("application/vnd.dlr+json", b"{", 1, "body", id="plus-json-broken"),
     # content types
-    pytest.param("POST", b"", "application/xml", b"<dlr id='h1' status='DELIVRD'/>", 6, "content-type", id="xml"),
-    pytest.param("POST", b"", "text/plain", b"id=h1&status=DELIVRD", 6, "content-type", id="text-plain"),
-    pytest.param("POST", b"", "application/octet-stream", b"\x00\x01\x02", 6, "content-type", id="octet-stream"),
-    pytest.param(
-        "POST", b"", "multipart/form-data; boundary=XyZ",
+    post("application/xml", b"<dlr id='h1' status='DELIVRD'/>", 6, "content-type", id="xml"),
+    post("text/plain", b"id=h1&status=DELIVRD", 6, "content-type", id="text-plain"),
+    post("application/octet-stream", b"\x00\x01\x02", 6, "content-type", id="octet-stream"),
+    post(
+        "multipart/form-data; boundary=XyZ",
         b'--XyZ\r\nContent-Disposition: form-data; name="id"\r\n\r\nh1\r\n'
         b'--XyZ\r\nContent-Disposition: form-data; name="status"\r\n\r\nDELIVRD\r\n--XyZ--\r\n',
-        6, "content-type", id="multipart",
+        6,
+        "content-type",
+        id="multipart",
     ),
-    pytest.param("POST", b"", "application/x-www-form-urlencoded; charset=no-such-charset",
-                 b"id=h1&status=DELIVRD", 6, "content-type", id="form-unknown-charset"),
-    pytest.param("POST", b"", "application/x-www-form-urlencoded; charset=unicode_escape",
-                 b"id=h%5Cu0000&status=DELIVRD", 6, "content-type", id="form-charset-unicode-escape"),
-    pytest.param("POST", b"", "application/x-www-form-urlencoded; charset=utf-16",
-                 b"id=h1&status=DELIVRD", 6, "content-type", id="form-charset-utf-16"),
-    pytest.param("POST", b"", "application/json; charset=latin-1", b'{"id": "caf\xe9", "status": "DELIVRD"}', 1,
-                 "body", id="json-latin-1-bytes"),
-    pytest.param("POST", b"", b"application/\xe9", b"id=h1&status=DELIVRD", 6, "content-type",
-                 id="non-ascii-content-type"),
+    post(
+        FORM + "; charset=no-such-charset",
+        b"id=h1&status=DELIVRD",
+        6,
+        "content-type",
+        id="form-unknown-charset",
+    ),
+    post(
+        FORM + "; charset=unicode_escape",
+        b"id=h%5Cu0000&status=DELIVRD",
+        6,
+        "content-type",
+        id="form-charset-unicode-escape",
+    ),
+    post(
+        FORM + "; charset=utf-16",
+        b"id=h1&status=DELIVRD",
+        6,
+        "content-type",
+        id="form-charset-utf-16",
+    ),
+    post(
+        "application/json; charset=latin-1",
+        b'{"id": "caf\xe9", "status": "DELIVRD"}',
+        1,
+        "body",
+        id="json-latin-1-bytes",
+    ),
+    post(b"application/\xe9", b"id=h1&status=DELIVRD", 6, "content-type", id="non-ascii-content-type"),
+    post(b"application/x\x00json", b"id=h1&status=DELIVRD", 6, "content-type", id="nul-in-content-type"),
+    post(
+        FORM.encode() + b"; charset=latin\x001",
+        b"id=h1&status=DELIVRD",
+        6,
+        "content-type",
+        id="nul-in-charset",
+    ),
     # PHP-style keys clashing
-    pytest.param("POST", b"", FORM, b"id=1&id[a]=2&status=DELIVRD", 1, "id", id="php-plain-then-bracket"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&a[]=1&a[b]=2", 1, "a[b]", id="php-list-then-map"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&a[b]=1&a[]=2", 1, "a[]", id="php-map-then-list"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&a[]=1&a[0]=2", 1, "a[0]", id="php-list-then-index"),
-    pytest.param("POST", b"", FORM, b"id[]=h1&status=DELIVRD", 1, "id", id="php-id-list"),
-    pytest.param("POST", b"", FORM, b"id=h1&status[x]=DELIVRD", 1, "status", id="php-status-map"),
-    pytest.param("GET", b"id=h1&status=DELIVRD&segment[]=1", None, b"", 1, "segment", id="php-get-segment-list"),
-    pytest.param("POST", b"", FORM, b"=h1&id=h1&status=DELIVRD", 1, "field name", id="form-empty-key"),
+    post(FORM, b"id=1&id[a]=2&status=DELIVRD", 1, "id", id="php-plain-then-bracket"),
+    post(FORM, b"id=h1&status=DELIVRD&a[]=1&a[b]=2", 1, "a[b]", id="php-list-then-map"),
+    post(FORM, b"id=h1&status=DELIVRD&a[b]=1&a[]=2", 1, "a[]", id="php-map-then-list"),
+    post(FORM, b"id=h1&status=DELIVRD&a[]=1&a[0]=2", 1, "a[0]", id="php-list-then-index"),
+    post(FORM, b"id[]=h1&status=DELIVRD", 1, "id", id="php-id-list"),
+    post(FORM, b"id=h1&status[x]=DELIVRD", 1, "status", id="php-status-map"),
+    get(b"id=h1&status=DELIVRD&segment[]=1", 1, "segment", id="php-get-segment-list"),
+    post(FORM, b"=h1&id=h1&status=DELIVRD", 1, "field name", id="form-empty-key"),
 ]
 
 
-@pytest.mark.parametrize(("method", "query", "content_type", "body", "code", "field"), WRONG_JSON_TYPES + HOSTILE_INGEST)
+@pytest.mark.parametrize(
+    ("method", "query", "content_type", "body", "code", "field"), WRONG_JSON_TYPES + HOSTILE_INGEST
+)
 def test_hostile_report_is_refused_whole_and_quarantined(
     client: TestClient,
     db: str,
@@ -344,11 +395,32 @@ def test_quarantine_lists_refused_payloads_with_their_reason(client: TestClient)
     answer = raw_request(client, "GET", "/quarantine")
     assert_envelope(answer)
     newest, oldest = answer.data["items"]
-    assert newest["body"] == "id=h1&status=NOPE"
+    assert (newest["method"], newest["content_type"], newest["body"]) == ("POST", FORM, "id=h1&status=NOPE")
     assert "status" in newest["error"]
-    assert newest["content_type"] == FORM
     assert oldest["body"] == "id=h1&status=NOPE&x=%FF1"
-    assert set(oldest["error"]) == {"x"}
+    assert "x" in oldest["error"]
+
+
+@pytest.mark.xfail(
+    reason="views.quarantined returns the jsonb `error` column as asyncpg gives it, a JSON string; "
+    "json.loads it there (or register a jsonb codec on the pool) so that `error` maps field -> reason",
+    strict=True,
+)
+def test_quarantine_error_is_an_object_naming_the_field(client: TestClient) -> None:
+    """A quarantined payload's `error` is the same field -> reason map the sender was answered with."""
+    refused = raw_request(client, "POST", "/dlr/generic", body=b"id=h1&status=NOPE", content_type=FORM)
+    [item] = raw_request(client, "GET", "/quarantine").data["items"]
+    assert item["error"] == refused.data
+
+
+def test_quarantined_latin_1_form_keeps_its_charset(client: TestClient, db: str) -> None:
+    """A refused form that declared ISO-8859-1 is kept with its charset, so a replay decodes it the same way."""
+    body = b"id=caf%E9&status=NOPE"
+    content_type = FORM + "; charset=ISO-8859-1"
+    assert_refused(raw_request(client, "POST", "/dlr/generic", body=body, content_type=content_type), 1, "status")
+    [row] = quarantined(db)
+    assert row["content_type"] == FORM + "; charset=iso-8859-1"
+    assert fetch(db, "SELECT message_id FROM quarantine")[0]["message_id"] == "café"
 
 
 # --- ingest: batches ---------------------------------------------------------------------------------
@@ -356,8 +428,10 @@ def test_quarantine_lists_refused_payloads_with_their_reason(client: TestClient)
 HOSTILE_BATCHES = [
     pytest.param([1, "x", None, [], True], id="scalars"),
     pytest.param([{"id": True, "status": "DELIVRD"}, {"id": "b2"}, {"status": "NOPE"}], id="bad-objects"),
-    pytest.param([{"id": "b1", "status": "PDLIVRD", "segment": 1}, {"id": "b1", "status": "DELIVRD", "segment": 0}],
-                 id="bad-segments"),
+    pytest.param(
+        [{"id": "b1", "status": "PDLIVRD", "segment": 1}, {"id": "b1", "status": "DELIVRD", "segment": 0}],
+        id="bad-segments",
+    ),
     pytest.param([{"id": "b1", "status": "DELIVRD", "time": -99_999_999_999}], id="time-before-year-1"),
 ]
 
@@ -420,30 +494,48 @@ def test_body_over_the_size_limit_is_413_whatever_content_length_says(
 # --- ingest: odd but valid ---------------------------------------------------------------------------
 
 ACCEPTED_ODDITIES = [
-    pytest.param("POST", b"", FORM, b"id=a&id=h1&status=UNDELIV&status=DELIVRD", "h1", "DELIVRD",
-                 id="form-duplicate-keys-last-wins"),
-    pytest.param("POST", b"", JSON, b'{"id": "a", "status": "UNDELIV", "id": "h1", "status": "DELIVRD"}', "h1",
-                 "DELIVRD", id="json-duplicate-keys-last-wins"),
-    pytest.param("POST", b"", FORM, b"id[a]=2&id=h1&status=DELIVRD", "h1", "DELIVRD",
-                 id="php-bracket-then-plain-last-wins"),
-    pytest.param("GET", b"id=h1&status=+delivrd+", None, b"", "h1", "DELIVRD", id="status-case-and-spaces"),
-    pytest.param("POST", b"", FORM, b"&&id=h1&&status=DELIVRD&&", "h1", "DELIVRD", id="form-empty-pairs"),
-    pytest.param("POST", b"", "application/x-www-form-urlencoded; charset=latin-1", b"id=caf%E9&status=DELIVRD",
-                 "café", "DELIVRD", id="form-latin-1-honoured"),
-    pytest.param("POST", b"", 'Application/X-WWW-Form-URLEncoded; Charset="ISO-8859-1"', b"id=h1&status=DELIVRD",
-                 "h1", "DELIVRD", id="form-quoted-charset-mixed-case"),
-    pytest.param("POST", b"", "application/x-www-form-urlencoded; charset=UTF-8", b"id=caf%C3%A9&status=DELIVRD",
-                 "café", "DELIVRD", id="form-utf-8-charset"),
-    pytest.param("POST", b"", "application/json; charset=utf-8", js(report(id="h1")), "h1", "DELIVRD",
-                 id="json-utf-8-charset"),
-    pytest.param("POST", b"", ";", b"id=h1&status=DELIVRD", "h1", "DELIVRD", id="empty-media-type-sniffed-form"),
-    pytest.param("POST", b"", None, b'  {"id": "h1", "status": "DELIVRD"}', "h1", "DELIVRD", id="sniffed-json"),
-    pytest.param("POST", b"", FORM, b"id=h1&status=DELIVRD&junk" + b"[x]" * 10_000 + b"=1", "h1", "DELIVRD",
-                 id="deep-php-key-in-unused-field"),
-    pytest.param("POST", b"", JSON, js(report(id=12345)), "12345", "DELIVRD", id="json-int-id-as-text"),
-    pytest.param("POST", b"", JSON, js(report(id="  h1 ")), "  h1 ", "DELIVRD", id="id-kept-exactly"),
-    pytest.param("POST", b"", JSON, js(report(segment=2.0, segments=3)), "h1", "PDLIVRD",
-                 id="json-integral-float-segment"),
+    post(FORM, b"id=a&id=h1&status=UNDELIV&status=DELIVRD", "h1", "DELIVRD", id="form-duplicate-keys-last-wins"),
+    post(
+        JSON,
+        b'{"id": "a", "status": "UNDELIV", "id": "h1", "status": "DELIVRD"}',
+        "h1",
+        "DELIVRD",
+        id="json-duplicate-keys-last-wins",
+    ),
+    post(FORM, b"id[a]=2&id=h1&status=DELIVRD", "h1", "DELIVRD", id="php-bracket-then-plain-last-wins"),
+    get(b"id=h1&status=+delivrd+", "h1", "DELIVRD", id="status-case-and-spaces"),
+    post(FORM, b"&&id=h1&&status=DELIVRD&&", "h1", "DELIVRD", id="form-empty-pairs"),
+    post(
+        FORM + "; charset=latin-1",
+        b"id=caf%E9&status=DELIVRD",
+        "café",
+        "DELIVRD",
+        id="form-latin-1-honoured",
+    ),
+    post(
+        'Application/X-WWW-Form-URLEncoded; Charset="ISO-8859-1"',
+        b"id=h1&status=DELIVRD",
+        "h1",
+        "DELIVRD",
+        id="form-quoted-charset-mixed-case",
+    ),
+    post(
+        FORM + "; charset=UTF-8",
+        b"id=caf%C3%A9&status=DELIVRD",
+        "café",
+        "DELIVRD",
+        id="form-utf-8-charset",
+    ),
+    post("application/json; charset=utf-8", js(report(id="h1")), "h1", "DELIVRD", id="json-utf-8-charset"),
+    post(";", b"id=h1&status=DELIVRD", "h1", "DELIVRD", id="empty-media-type-sniffed-form"),
+    post(None, b'  {"id": "h1", "status": "DELIVRD"}', "h1", "DELIVRD", id="sniffed-json"),
+    post(
+        FORM, b"id=h1&status=DELIVRD&junk" + b"[x]" * 10_000 + b"=1", "h1", "DELIVRD", id="deep-php-key-in-unused-field"
+    ),
+    post(FORM, b"id=h1&status=DELIVRD&segment=" + b"0" * 5000 + b"1", "h1", "DELIVRD", id="segment-5000-zeros-1"),
+    post(JSON, js(report(id=12345)), "12345", "DELIVRD", id="json-int-id-as-text"),
+    post(JSON, js(report(id="  h1 ")), "  h1 ", "DELIVRD", id="id-kept-exactly"),
+    post(JSON, js(report(segment=2.0, segments=3)), "h1", "PDLIVRD", id="json-integral-float-segment"),
 ]
 
 
@@ -517,8 +609,6 @@ HOSTILE_READS = [
     pytest.param("/messages", cursor(["2025-01-01T00:00:00+00:00", "m\x00"]), 12, "cursor", id="cursor-nul-id"),
     pytest.param("/messages", cursor(["2025-01-01T00:00:00+00:00", "m1", "x"]), 12, "cursor", id="cursor-3-items"),
     pytest.param("/messages", cursor([1, "m1"]), 12, "cursor", id="cursor-time-not-text"),
-    pytest.param("/messages", cursor(b'["2025-01-01T00:00:00+00:00", "\\ud800"]'), 12, "cursor",
-                 id="cursor-lone-surrogate-id"),
     # every query string: bad encodings and clashing keys
     pytest.param("/messages", b"campaign=%zz", 1, "campaign", id="messages-pct-zz"),
     pytest.param("/messages", b"campaign=%", 1, "campaign", id="messages-trailing-pct"),
@@ -563,8 +653,9 @@ QUARANTINE_CURSOR_CODE_12 = pytest.mark.xfail(
     ("path", "query", "field"),
     [
         pytest.param("/messages", b"limit=" + b"1" + b"0" * 30, "limit", marks=READ_LIMIT_CODE_12, id="limit-10-30"),
-        pytest.param("/quarantine", b"limit=" + b"1" + b"0" * 30, "limit", marks=READ_LIMIT_CODE_12,
-                     id="quarantine-limit-10-30"),
+        pytest.param(
+            "/quarantine", b"limit=" + b"1" + b"0" * 30, "limit", marks=READ_LIMIT_CODE_12, id="quarantine-limit-10-30"
+        ),
         pytest.param("/quarantine", b"cursor=abc", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-abc"),
         pytest.param("/quarantine", b"cursor=0", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-0"),
         pytest.param("/quarantine", b"cursor=-5", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-neg"),
@@ -587,15 +678,16 @@ def test_deeply_nested_cursor_is_a_bad_cursor(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "moment",
+    "value",
     [
-        pytest.param("0001-01-01T00:00:00+14:00", id="year-1-east"),
-        pytest.param("9999-12-31T23:59:59-14:00", id="year-9999-west"),
+        pytest.param(["0001-01-01T00:00:00+14:00", "m1"], id="year-1-east"),
+        pytest.param(["9999-12-31T23:59:59-14:00", "m1"], id="year-9999-west"),
+        pytest.param(b'["2025-01-01T00:00:00+00:00", "\\ud800"]', id="lone-surrogate-id"),
     ],
 )
-def test_cursor_time_out_of_postgres_range_is_a_bad_cursor(client: TestClient, moment: str) -> None:
-    """A cursor whose time cannot exist in UTC is a bad cursor (code 12), not a database error."""
-    assert_refused(raw_request(client, "GET", "/messages", cursor([moment, "m1"])), 12, "cursor")
+def test_cursor_the_database_cannot_take_is_a_bad_cursor(client: TestClient, value: Any) -> None:
+    """A cursor whose time cannot exist in UTC, or whose id is not text, is a bad cursor (code 12)."""
+    assert_refused(raw_request(client, "GET", "/messages", cursor(value)), 12, "cursor")
 
 
 @pytest.mark.parametrize(
@@ -605,9 +697,10 @@ def test_cursor_time_out_of_postgres_range_is_a_bad_cursor(client: TestClient, m
         pytest.param("/messages", b"campaign=c&campaign=c&" * 10_000 + b"limit=5", id="messages-duplicate-keys"),
         pytest.param("/messages", b"ids=" + b"x" * 255, id="ids-one-long"),
         pytest.param("/messages", b"ids=" + b"a," * 50_000, id="ids-50k-copies-of-one"),
-        pytest.param("/messages", b"status=delivrd&since=1764000000&until=2100-01-01", id="messages-filters"),
+        pytest.param("/messages", b"status=delivrd&since=1764000000&until=2099-12-31", id="messages-filters"),
         pytest.param("/quarantine", b"x=1&" * 100_000, id="quarantine-100k-unknown-params"),
         pytest.param("/quarantine", b"cursor=99999999999&limit=1000", id="quarantine-cursor-11-digits"),
+        pytest.param("/quarantine", b"limit=" + b"0" * 10_000 + b"5", id="quarantine-limit-10k-zeros-5"),
     ],
 )
 def test_long_but_valid_read_queries_answer(client: TestClient, path: str, query: bytes) -> None:
@@ -620,16 +713,74 @@ def test_long_but_valid_read_queries_answer(client: TestClient, path: str, query
 # --- properties: random bytes, random content types, random query strings -----------------------------
 
 INGEST_TOKENS = [
-    b"id=", b"status=", b"DELIVRD", b"PDLIVRD", b"delivrd", b"segment=", b"segments=", b"time=", b"to=",
-    b"campaign=", b"error=", b"&", b"=", b"+", b"%", b"%zz", b"%4", b"%00", b"%FF", b"%C3%A9", b"%2B", b"[", b"]",
-    b"[]", b"[a]", b"\x00", b"\xff", b"{", b"}", b"[", b",", b":", b'"id"', b'"status"', b'"DELIVRD"', b'"segment"',
-    b'"time"', b"1", b"2", b"0", b"-1", b"1.5", b"1e400", b"NaN", b"Infinity", b'"\\ud800"', b'"\\u0000"', b"null",
-    b"true", b"99999999999999999999", b"1764000000", b'"2025-11-24T16:00:00Z"', b" ",
+    b"id=",
+    b"status=",
+    b"DELIVRD",
+    b"PDLIVRD",
+    b"delivrd",
+    b"segment=",
+    b"segments=",
+    b"time=",
+    b"to=",
+    b"campaign=",
+    b"error=",
+    b"&",
+    b"=",
+    b"+",
+    b"%",
+    b"%zz",
+    b"%4",
+    b"%00",
+    b"%FF",
+    b"%C3%A9",
+    b"%2B",
+    b"[",
+    b"]",
+    b"[]",
+    b"[a]",
+    b"\x00",
+    b"\xff",
+    b"{",
+    b"}",
+    b"[",
+    b",",
+    b":",
+    b'"id"',
+    b'"status"',
+    b'"DELIVRD"',
+    b'"segment"',
+    b'"time"',
+    b"1",
+    b"2",
+    b"0",
+    b"-1",
+    b"1.5",
+    b"1e400",
+    b"NaN",
+    b"Infinity",
+    b'"\\ud800"',
+    b'"\\u0000"',
+    b"null",
+    b"true",
+    b"99999999999999999999",
+    b"1764000000",
+    b'"2025-11-24T16:00:00Z"',
+    b" ",
 ]
 CONTENT_TYPES = [
-    None, FORM, JSON, "application/json; charset=utf-8", "application/x-www-form-urlencoded; charset=latin-1",
-    "application/x-www-form-urlencoded; charset=bogus", "text/plain", "application/xml", "multipart/form-data",
-    "application/problem+json", "", ";", "*/*",
+    None,
+    FORM,
+    JSON,
+    "application/json; charset=utf-8",
+    FORM + "; charset=latin-1",
+    FORM + "; charset=bogus",
+    "text/plain",
+    "application/xml",
+    "multipart/form-data",
+    "application/problem+json",
+    "",
+    ";",
+    "*/*",
 ]
 
 
@@ -641,9 +792,7 @@ def byte_soup(tokens: list[bytes]) -> st.SearchStrategy[bytes]:
     )
 
 
-@hypothesis.settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@hypothesis.settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(["GET", "POST"]),
     query=byte_soup(INGEST_TOKENS),
@@ -657,6 +806,7 @@ def test_random_ingest_requests_never_break_the_rules(
     messages_before, _, kept_before = counts(db)
     answer = raw_request(client, method, "/dlr/generic", query, body, content_type)
     assert_envelope(answer)
+    hypothesis.event(f"code {answer.code}")
     messages_after, _, kept_after = counts(db)
     if answer.code in (0, 98):
         assert answer.status in (200, 207)
@@ -668,19 +818,125 @@ def test_random_ingest_requests_never_break_the_rules(
 
 
 READ_TOKENS = [
-    b"ids=", b"limit=", b"cursor=", b"since=", b"until=", b"status=", b"campaign=", b"to=", b"dialect=", b"apiKey=",
-    b"&", b"=", b",", b"%", b"%zz", b"%00", b"%FF", b"%2B", b"[", b"]", b"[]", b"\x00", b"\xff", b"0", b"1", b"-1",
-    b"1001", b"abc", b"2025-01-01", b"1e300", b"DELIVRD", b"WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwibTEiXQ",
-    b"W1tbW1tbW1s", b"99999999999", b"+",
+    b"ids=",
+    b"limit=",
+    b"cursor=",
+    b"since=",
+    b"until=",
+    b"status=",
+    b"campaign=",
+    b"to=",
+    b"dialect=",
+    b"apiKey=",
+    b"&",
+    b"=",
+    b",",
+    b"%",
+    b"%zz",
+    b"%00",
+    b"%FF",
+    b"%2B",
+    b"[",
+    b"]",
+    b"[]",
+    b"\x00",
+    b"\xff",
+    b"0",
+    b"1",
+    b"-1",
+    b"1001",
+    b"abc",
+    b"2025-01-01",
+    b"1e300",
+    b"DELIVRD",
+    b"WyIyMDI1LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwibTEiXQ",
+    b"W1tbW1tbW1s",
+    b"99999999999",
+    b"+",
 ]
 
 
-@hypothesis.settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@hypothesis.settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/messages", "/quarantine"]), query=byte_soup(READ_TOKENS))
 def test_random_read_query_strings_answer_in_the_envelope(client: TestClient, path: str, query: bytes) -> None:
     """Any query string on a read endpoint: success, or code 1, 11 or 12 with HTTP 400, never a 5xx."""
     answer = raw_request(client, "GET", path, query)
     assert_envelope(answer)
+    hypothesis.event(f"code {answer.code}")
     assert (answer.status, answer.code) in {(200, 0), (400, 1), (400, 11), (400, 12)}, answer.body
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(["1", "2", "255", "256", "0", "-1", " 1 ", "1764000000", "2025-11-24T16:00:00Z", "PDLIVRD"]),
+)
+FIELD_VALUES = st.one_of(
+    SCALARS,
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(min_size=1, max_size=3), st.text(max_size=3), max_size=2),
+)
+VALID_VALUES = {
+    "id": ["h1", "h2", "Привіт 1+1"],
+    "status": ["DELIVRD", "acceptd", " UNDELIV ", "PDLIVRD"],
+    "segment": [1, 2, "2"],
+    "segments": [2, 3, "3"],
+    "time": [1764000000, "1764000000.5", "2025-11-24T16:00:00Z", "2025-11-24T18:00:00+02:00"],
+    "to": ["+380501234567"],
+    "campaign": ["spring sale"],
+    "error": ["0x0B"],
+}
+# Each field valid half the time and anything the other half: both answers get exercised.
+REPORTS = st.fixed_dictionaries(
+    {name: st.one_of(st.sampled_from(VALID_VALUES[name]), FIELD_VALUES) for name in ("id", "status")},
+    optional={
+        name: st.one_of(st.sampled_from(VALID_VALUES[name]), FIELD_VALUES)
+        for name in ("segment", "segments", "time", "to", "campaign", "error")
+    },
+)
+
+
+def form_encode(data: dict[str, Any]) -> bytes:
+    """`data` as the platform's form encoding: lists as `k[]`, maps as `k[name]`, None left out."""
+    from urllib.parse import quote_plus
+
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            pairs.extend((f"{key}[]", str(v)) for v in value)
+        elif isinstance(value, dict):
+            pairs.extend((f"{key}[{k}]", str(v)) for k, v in value.items())
+        elif value is not None:
+            pairs.append((key, str(value)))
+    return "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs).encode()
+
+
+@hypothesis.settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=REPORTS, encoding=st.sampled_from(["json", "form", "get"]))
+def test_random_field_values_are_applied_or_refused_whole(
+    client: TestClient, db: str, data: dict[str, Any], encoding: str
+) -> None:
+    """Any mix of field values: applied (the message exists), or refused naming only real fields, kept, no change."""
+    messages_before, _, kept_before = counts(db)
+    if encoding == "json":
+        answer = raw_request(client, "POST", "/dlr/generic", body=js(data), content_type=JSON)
+    elif encoding == "form":
+        answer = raw_request(client, "POST", "/dlr/generic", body=form_encode(data), content_type=FORM)
+    else:
+        answer = raw_request(client, "GET", "/dlr/generic", query=form_encode(data))
+    assert_envelope(answer)
+    hypothesis.event(f"code {answer.code}")
+    messages_after, _, kept_after = counts(db)
+    if answer.code == 0:
+        assert answer.status == 200
+        assert fetch(db, "SELECT 1 FROM messages WHERE id = $1", answer.data["id"])
+        assert kept_after == kept_before
+        return
+    assert (answer.status, answer.code) in {(400, 1), (400, 11)}, answer.body
+    # A value that cannot be decoded is named by its raw form key (`status[]`), anything else by its field.
+    assert {name.partition("[")[0] for name in answer.data} <= {*FIELDS, "field name"}, answer.data
+    assert messages_after == messages_before
+    assert kept_after == kept_before + 1

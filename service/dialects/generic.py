@@ -21,7 +21,8 @@ _STATUS_NAMES = ", ".join(s.value for s in Status)
 
 
 def _status(value: Any) -> Status:
-    if not isinstance(value, str):
+    # ASCII only: str.upper() maps "ı" and "ſ" to "I" and "S", which would make "delıvrd" a DELIVRD.
+    if not isinstance(value, str) or not value.isascii():
         raise fields.FieldError(f"must be one of {_STATUS_NAMES}")
     try:
         return Status(value.strip().upper())

@@ -13,7 +13,8 @@ from service.payloads import PayloadError, decode_form
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or code 12 (HTTP 413) as soon as it passes `limit` bytes: never buffer more."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isascii(): headers arrive as latin-1, where "²" is a digit to isdigit() and not to int().
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body larger than {limit} bytes", {"body": f"at most {limit} bytes"})
     chunks, size = [], 0
     async for chunk in request.stream():
