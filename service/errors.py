@@ -83,6 +83,8 @@ def field_error(errors: dict[str, str], code: int) -> ServiceError:
         return MissingParameter(f"missing or bad fields: {names}", errors)
     if code == 6:
         return UnsupportedFormat(next(iter(errors.values())), errors)
+    if code == 12:
+        return LimitExceeded(f"limits broken: {names}", errors)
     return BadValue(f"bad fields: {names}", errors)
 
 

@@ -44,6 +44,15 @@ class PayloadError(ValueError):
         self.code = code
 
 
+class BatchTooLarge(PayloadError):
+    """More items than the batch limit: refused before any item is built (not quarantined: the sender is
+    told to split it, and a megabyte of tiny items would otherwise cost seconds to validate)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__({"batch": f"{count} items; at most {limit}"}, code=12)
+        self.limit = limit
+
+
 class UnsupportedFormat(PayloadError):
     def __init__(self, content_type: str | None) -> None:
         super().__init__({"content-type": f"{content_type or 'none'} is not supported"}, code=6)

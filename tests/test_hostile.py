@@ -401,11 +401,6 @@ def test_quarantine_lists_refused_payloads_with_their_reason(client: TestClient)
     assert "x" in oldest["error"]
 
 
-@pytest.mark.xfail(
-    reason="views.quarantined returns the jsonb `error` column as asyncpg gives it, a JSON string; "
-    "json.loads it there (or register a jsonb codec on the pool) so that `error` maps field -> reason",
-    strict=True,
-)
 def test_quarantine_error_is_an_object_naming_the_field(client: TestClient) -> None:
     """A quarantined payload's `error` is the same field -> reason map the sender was answered with."""
     refused = raw_request(client, "POST", "/dlr/generic", body=b"id=h1&status=NOPE", content_type=FORM)
@@ -637,28 +632,14 @@ def test_hostile_read_query_is_refused_in_the_envelope(
     assert_refused(raw_request(client, "GET", path, query), code, field)
 
 
-READ_LIMIT_CODE_12 = pytest.mark.xfail(
-    reason="messages._page / quarantine.list_quarantine read `limit` with fields.count(v, 10**9): a limit past "
-    "10**9 fails inside the reader (code 1) instead of breaking the page-size limit (code 12)",
-    strict=True,
-)
-QUARANTINE_CURSOR_CODE_12 = pytest.mark.xfail(
-    reason="quarantine.list_quarantine reads `cursor` with fields.count into FieldErrors: a bad cursor is code 1, "
-    "DESIGN §2 says code 12",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     ("path", "query", "field"),
     [
-        pytest.param("/messages", b"limit=" + b"1" + b"0" * 30, "limit", marks=READ_LIMIT_CODE_12, id="limit-10-30"),
-        pytest.param(
-            "/quarantine", b"limit=" + b"1" + b"0" * 30, "limit", marks=READ_LIMIT_CODE_12, id="quarantine-limit-10-30"
-        ),
-        pytest.param("/quarantine", b"cursor=abc", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-abc"),
-        pytest.param("/quarantine", b"cursor=0", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-0"),
-        pytest.param("/quarantine", b"cursor=-5", "cursor", marks=QUARANTINE_CURSOR_CODE_12, id="quarantine-neg"),
+        pytest.param("/messages", b"limit=" + b"1" + b"0" * 30, "limit", id="limit-10-30"),
+        pytest.param("/quarantine", b"limit=" + b"1" + b"0" * 30, "limit", id="quarantine-limit-10-30"),
+        pytest.param("/quarantine", b"cursor=abc", "cursor", id="quarantine-abc"),
+        pytest.param("/quarantine", b"cursor=0", "cursor", id="quarantine-0"),
+        pytest.param("/quarantine", b"cursor=-5", "cursor", id="quarantine-neg"),
     ],
 )
 def test_limits_and_bad_cursors_are_code_12(client: TestClient, path: str, query: bytes, field: str) -> None:
@@ -666,12 +647,6 @@ def test_limits_and_bad_cursors_are_code_12(client: TestClient, path: str, query
     assert_refused(raw_request(client, "GET", path, query), 12, field)
 
 
-@pytest.mark.xfail(
-    reason="messages._decode_cursor: json.loads of 1500 nested `[` raises RecursionError, which it does not "
-    "catch (500); catch RecursionError with ValueError/TypeError/binascii.Error",
-    raises=RecursionError,
-    strict=True,
-)
 def test_deeply_nested_cursor_is_a_bad_cursor(client: TestClient) -> None:
     """A cursor that decodes to deeply nested JSON is a bad cursor (code 12), not a crash."""
     assert_refused(raw_request(client, "GET", "/messages", cursor(b"[" * 1500)), 12, "cursor")

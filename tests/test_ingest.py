@@ -235,3 +235,23 @@ def test_request_id_is_echoed(client: TestClient) -> None:
     """X-Request-ID is returned as given, or made when absent."""
     assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
     assert len(client.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_head_never_stores_a_report(client: TestClient, db: str) -> None:
+    """HEAD on /dlr/* (which Starlette would route like GET) is 405 and stores nothing."""
+    response = client.head("/dlr/generic?id=h&status=DELIVRD")
+    assert response.status_code == 405
+    assert fetch(db, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
+
+
+def test_oversized_batch_is_refused_before_it_is_parsed(settings, db: str) -> None:  # type: ignore[no-untyped-def]
+    """A batch past DLR_MAX_BATCH is code 12 whatever its items look like, and is not quarantined."""
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    with TestClient(create_app(replace(settings, max_batch=5))) as client:
+        response = client.post("/dlr/generic", json=[{}] * 6)
+        assert (response.status_code, response.json()["code"]) == (400, 12)
+        assert response.json()["data"] == {"batch": "6 items; at most 5"}
+    assert fetch(db, "SELECT count(*) AS n FROM quarantine")[0]["n"] == 0

@@ -1,6 +1,7 @@
 """The registry of dialects: each sender's format, parsed into canonical reports at the edge.
 
-A dialect is a module with a `parse(parts, received_at) -> Parsed` function, pure: no I/O, no clock.
+A dialect is a module with a `parse(parts, received_at, max_batch) -> Parsed` function, pure: no I/O, no
+clock. A batch of more than `max_batch` reports raises `BatchTooLarge` before any report is built.
 Adding a dialect is one new module and one line here.
 """
 
@@ -13,7 +14,7 @@ from service.dialects import generic
 from service.dialects.types import ItemError, Parsed
 from service.payloads import RequestParts
 
-Parser = Callable[[RequestParts, datetime], Parsed]
+Parser = Callable[[RequestParts, datetime, int], Parsed]
 
 DIALECTS: dict[str, Parser] = {
     generic.NAME: generic.parse,

@@ -12,7 +12,7 @@ from typing import Any
 from service import fields
 from service.dialects.types import ItemError, Parsed
 from service.engine import Report
-from service.payloads import JSON, PayloadError, RequestParts, decode_request
+from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
 from service.statuses import Status
 from service.store import IncomingReport
 
@@ -34,13 +34,15 @@ def _short(value: Any) -> str | None:
     return fields.text(value, 64)
 
 
-def parse(parts: RequestParts, received_at: datetime) -> Parsed:
+def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if isinstance(data, dict):
         return Parsed([_item(data, 0, parts, received_at)], batch=False)
     if isinstance(data, list):
         if not data:
             raise PayloadError({"body": "an empty batch"})
+        if len(data) > max_batch:
+            raise BatchTooLarge(len(data), max_batch)
         items = []
         for index, entry in enumerate(data):
             item_parts = RequestParts("POST", JSON, b"", json.dumps(entry, ensure_ascii=False).encode())

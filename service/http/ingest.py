@@ -16,10 +16,10 @@ from starlette.responses import Response
 from service import logs, metrics, store
 from service.auth import require_webhook_token
 from service.dialects import DIALECTS, ItemError, Parser
-from service.errors import LimitExceeded, UnknownModule, database_errors, field_error
+from service.errors import LimitExceeded, MethodNotAllowed, UnknownModule, database_errors, field_error
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
-from service.payloads import PayloadError, RequestParts, media_type
+from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
 from service.store import AppliedReport, IncomingReport
 
 logger = logging.getLogger("dlr_tracker.ingest")
@@ -34,6 +34,9 @@ def parser_for(dialect: str) -> Parser:
 
 async def ingest(request: Request) -> Response:
     app = state(request)
+    if request.method == "HEAD":
+        # Starlette answers HEAD on every GET route; a HEAD must never store a report.
+        raise MethodNotAllowed("HEAD is not allowed on /dlr/*: send GET or POST", headers={"Allow": "GET, POST"})
     dialect = request.path_params["dialect"]
     parser = parser_for(dialect)
     logs.dialect.set(dialect)
@@ -50,15 +53,12 @@ async def ingest(request: Request) -> Response:
 async def process(app: Any, dialect: str, parser: Parser, parts: RequestParts) -> Response:
     received_at = datetime.now(UTC)
     try:
-        parsed = parser(parts, received_at)
+        parsed = parser(parts, received_at, app.settings.max_batch)
+    except BatchTooLarge as exc:
+        raise LimitExceeded(f"batch too large: at most {exc.limit} items", exc.errors) from None
     except PayloadError as exc:
         await _quarantine(app, dialect, [(parts, exc.errors, None)], received_at)
         raise field_error(exc.errors, exc.code) from None
-    if parsed.batch and len(parsed.items) > app.settings.max_batch:
-        raise LimitExceeded(
-            f"batch of {len(parsed.items)} items; at most {app.settings.max_batch}",
-            {"batch": f"at most {app.settings.max_batch} items"},
-        )
     if not parsed.batch and parsed.items[0].message_id is not None:
         logs.message_id.set(parsed.items[0].message_id)
     reports = [item for item in parsed.items if isinstance(item, IncomingReport)]

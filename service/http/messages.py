@@ -16,7 +16,7 @@ from service.auth import require_api_key
 from service.errors import LimitExceeded, NotFound, database_errors, field_error
 from service.http import views
 from service.http.envelope import batch_answer, ok
-from service.http.requests import query, read_body, state
+from service.http.requests import page_limit, query, read_body, state
 from service.payloads import PayloadError, RequestParts, decode_request, media_type
 from service.statuses import Status
 
@@ -144,11 +144,9 @@ async def _page(app: Any, params: dict[str, Any]) -> Response:
     status = f.read(params, "status", _status)
     since = f.read(params, "since", fields.timestamp)
     until = f.read(params, "until", fields.timestamp)
-    limit = f.read(params, "limit", lambda v: fields.count(v, 10**9)) or DEFAULT_PAGE
     if f:
         raise field_error(f.errors, f.code)
-    if limit > MAX_PAGE:
-        raise LimitExceeded(f"limit {limit}; at most {MAX_PAGE}", {"limit": f"at most {MAX_PAGE}"})
+    limit = page_limit(params, DEFAULT_PAGE, MAX_PAGE)
     if since is not None and until is not None and since >= until:
         raise LimitExceeded("since must be before until", {"since": "must be before until"})
     after = _decode_cursor(params.get("cursor"))
@@ -164,7 +162,8 @@ async def _page(app: Any, params: dict[str, Any]) -> Response:
 def _status(value: Any) -> Status | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or value.upper() not in Status.__members__:
+    # ASCII only: Unicode upper-casing would turn a dotless "ı" into an I.
+    if not isinstance(value, str) or not value.isascii() or value.upper() not in Status.__members__:
         raise fields.FieldError(f"must be one of {', '.join(s.value for s in Status)}")
     return Status(value.upper())
 
@@ -183,7 +182,7 @@ def _decode_cursor(value: Any) -> tuple[datetime, str] | None:
     try:
         sent_at, message_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         moment = datetime.fromisoformat(sent_at)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise bad from None
     if not isinstance(message_id, str) or moment.tzinfo is None or "\x00" in message_id:
         raise bad

@@ -14,7 +14,7 @@ from service.errors import LimitExceeded, NotFound, UnknownModule, database_erro
 from service.http import views
 from service.http.envelope import ok
 from service.http.ingest import parser_for
-from service.http.requests import query, state
+from service.http.requests import page_limit, query, state
 from service.payloads import PayloadError, RequestParts
 from service.store import IncomingReport
 from service.writer import record
@@ -29,12 +29,15 @@ async def list_quarantine(request: Request) -> Response:
     params = query(request)
     f = fields.FieldErrors()
     dialect = f.read(params, "dialect", fields.text)
-    limit = f.read(params, "limit", lambda v: fields.count(v, 10**9)) or DEFAULT_PAGE
-    cursor = f.read(params, "cursor", lambda v: fields.count(v, 2**62))
     if f:
         raise field_error(f.errors, f.code)
-    if limit > MAX_PAGE:
-        raise LimitExceeded(f"limit {limit}; at most {MAX_PAGE}", {"limit": f"at most {MAX_PAGE}"})
+    limit = page_limit(params, DEFAULT_PAGE, MAX_PAGE)
+    try:
+        cursor = fields.count(params.get("cursor"), 2**62)
+    except fields.FieldError:
+        raise LimitExceeded(
+            "bad cursor: pass next_cursor from the previous page unchanged", {"cursor": "bad cursor"}
+        ) from None
     async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.list_quarantine(conn, dialect, limit + 1, cursor)
     more = len(records) > limit
@@ -71,7 +74,7 @@ async def replay(request: Request) -> Response:
             raise field_error({"dialect": exc.message}, 1) from None
         parts = RequestParts(row["method"], row["content_type"], bytes(row["query"]), bytes(row["body"]))
         try:
-            parsed = parser(parts, datetime.now(UTC))
+            parsed = parser(parts, datetime.now(UTC), app.settings.max_batch)
         except PayloadError as exc:
             raise field_error(exc.errors, exc.code) from None
         failed = [i for i in parsed.items if isinstance(i, ItemError)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from service.errors import BodyTooLarge, ShuttingDown, field_error
+from service.errors import BodyTooLarge, LimitExceeded, ShuttingDown, field_error
 from service.payloads import PayloadError, decode_form
 
 
@@ -37,3 +37,16 @@ def state(request: Request) -> Any:
     if app_state.shutting_down:
         raise ShuttingDown()
     return app_state
+
+
+def page_limit(params: dict[str, Any], default: int, maximum: int) -> int:
+    """`limit`: a whole number from 1; past `maximum`, however far, it breaks the page-size limit (code 12)."""
+    raw = params.get("limit")
+    if raw is None or raw == "":
+        return default
+    digits = raw.lstrip("0") if isinstance(raw, str) and raw.isascii() and raw.isdigit() else None
+    if not digits:
+        raise field_error({"limit": f"must be a whole number from 1 to {maximum}"}, 1)
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:
+        raise LimitExceeded(f"limit {raw[:20]}; at most {maximum}", {"limit": f"at most {maximum}"})
+    return int(digits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -55,5 +56,6 @@ def quarantined(record: asyncpg.Record) -> dict[str, Any]:
         "query": bytes(record["query"]).decode("utf-8", errors="replace"),
         # As received, shown as text; bytes that are not UTF-8 show as U+FFFD (the row keeps them exactly).
         "body": bytes(record["body"]).decode("utf-8", errors="replace"),
-        "error": record["error"],
+        # asyncpg hands jsonb over as its text: show the field -> reason map the sender was answered with.
+        "error": json.loads(record["error"]),
     }
