@@ -1,6 +1,6 @@
 """Expiry sweep benchmark: how fast a full sweep resolves N overdue messages, and what it costs ingest.
 
-    python -m bench.sweep [--messages 1000000] [--batch 2000] [--seconds 10] [--connections 16]
+    python -m bench.sweep [--messages 1000000] [--batch 1000] [--duty 0.5] [--seconds 10] [--connections 16]
 
 Seeds N overdue messages (1-3 segments; 10% PDLIVRD with a delivered first part, 10% message-level
 PDLIVRD) into a fresh database, times one full sweep pass (rows/s); then measures ingest under wrk
@@ -58,11 +58,11 @@ async def seed(dsn: str, prefix: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def sweep(dsn: str, batch: int) -> tuple[int, float]:
+async def sweep(dsn: str, batch: int, duty: float) -> tuple[int, float]:
     pool = await database.create_pool(dsn, 2, 600)
     try:
         started = time.perf_counter()
-        resolved = await ExpirySweeper(pool, interval=3600, batch_size=batch, timeout=600).run_pass()
+        resolved = await ExpirySweeper(pool, interval=3600, batch_size=batch, timeout=600, duty=duty).run_pass()
         return sum(resolved.values()), time.perf_counter() - started
     finally:
         await pool.close()
@@ -71,16 +71,17 @@ async def sweep(dsn: str, batch: int) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duty", type=float, default=0.5, help="DLR_SWEEP_DUTY: share of time spent sweeping")
     args = parser.parse_args()
 
     with database_server() as server:
         dsn = fresh_database(server)
         seeded = asyncio.run(seed(dsn, "a", args.messages))
         print(f"seeded {args.messages:,} overdue messages in {seeded:.1f} s")
-        resolved, took = asyncio.run(sweep(dsn, args.batch))
+        resolved, took = asyncio.run(sweep(dsn, args.batch, args.duty))
         print(f"sweep alone: {resolved:,} resolved in {took:.1f} s")
 
         service = Service({"DATABASE_URL": dsn, "DLR_SWEEP_INTERVAL": "86400"})
@@ -95,7 +96,7 @@ def main() -> None:
                 text=True,
             )
             time.sleep(1)  # let the load settle before the sweep starts
-            resolved_during, took_during = asyncio.run(sweep(dsn, args.batch))
+            resolved_during, took_during = asyncio.run(sweep(dsn, args.batch, args.duty))
             load.send_signal(signal.SIGINT)
             during = parse_wrk(load.communicate(timeout=60)[0])
         finally:
@@ -120,7 +121,10 @@ def main() -> None:
             ],
         )
     )
-    print(f"\ngoals: 1M in < 60 s; p99 ratio <= 2. {args.connections} connections, batch {args.batch}, 2 cores")
+    print(
+        f"\ngoals: 1M in < 60 s; p99 ratio <= 2. {args.connections} connections, batch {args.batch},"
+        f" duty {args.duty}, 2 cores"
+    )
 
 
 if __name__ == "__main__":

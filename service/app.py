@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
             app.state.pool,
             interval=settings.sweep_interval,
             batch_size=settings.sweep_batch,
+            duty=settings.sweep_duty,
             timeout=settings.db_timeout,
         )
         sweeper.start()

@@ -82,7 +82,11 @@ def sweep(settings: Settings) -> None:
         pool = await database.create_pool(dsn, 2, settings.db_timeout)
         try:
             sweeper = ExpirySweeper(
-                pool, interval=settings.sweep_interval, batch_size=settings.sweep_batch, timeout=settings.db_timeout
+                pool,
+                interval=settings.sweep_interval,
+                batch_size=settings.sweep_batch,
+                duty=settings.sweep_duty,
+                timeout=settings.db_timeout,
             )
             return await sweeper.run_pass()
         finally:

@@ -49,7 +49,8 @@ class Settings:
     port: int = 8080
     lifetime: int = 86400
     sweep_interval: float = 30.0
-    sweep_batch: int = 2000
+    sweep_batch: int = 1000
+    sweep_duty: float = 0.5
     api_keys: frozenset[Secret] = frozenset()
     webhook_token: Secret | None = None
     webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
@@ -112,7 +113,8 @@ class Settings:
             port=int(number("PORT", 8080, int, 0, 65535)),
             lifetime=int(number("DLR_LIFETIME", 86400, int, 1, 10 * 86400)),
             sweep_interval=number("DLR_SWEEP_INTERVAL", 30.0, float, 0.1, 86400),
-            sweep_batch=int(number("DLR_SWEEP_BATCH", 2000, int, 1, 100_000)),
+            sweep_batch=int(number("DLR_SWEEP_BATCH", 1000, int, 1, 100_000)),
+            sweep_duty=number("DLR_SWEEP_DUTY", 0.5, float, 0.05, 1.0),
             api_keys=keys,
             webhook_token=Secret(token) if token else None,
             webhook_tokens=per_dialect,

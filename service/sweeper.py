@@ -24,8 +24,13 @@ logger = logging.getLogger("dlr_tracker.sweeper")
 
 
 class ExpirySweeper:
-    def __init__(self, pool: asyncpg.Pool, *, interval: float, batch_size: int, timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, interval: float, batch_size: int, timeout: float, duty: float = 0.5
+    ) -> None:
         self._pool = pool
+        # The share of time a pass may spend sweeping: after a batch that took t seconds it rests
+        # t * (1 - duty) / duty, so that a million overdue messages never crowd out the ingest path.
+        self._rest = (1 - duty) / duty
         self._interval = interval
         self._batch_size = batch_size
         self._timeout = timeout
@@ -38,6 +43,7 @@ class ExpirySweeper:
         started = time.perf_counter()
         now = datetime.now(UTC)
         while not self._stop.is_set():
+            batch_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 batch = await store.sweep_batch(conn, now, self._batch_size)
             for before, after, count in batch:
@@ -46,6 +52,8 @@ class ExpirySweeper:
                 metrics.TRANSITIONS.labels(before.value, after.value).inc(count)
             if sum(count for _, _, count in batch) < self._batch_size:
                 break
+            if self._rest:
+                await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)
         async with self._pool.acquire(timeout=self._timeout) as conn:
             metrics.OPEN_MESSAGES.set(await store.count_open(conn))
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
