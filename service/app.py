@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
+import prometheus_client
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -96,6 +97,8 @@ def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
     dsn = settings.database_url.reveal()
+    # `_created` series double the scrape for nothing the dashboards or alerts use.
+    prometheus_client.disable_created_metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

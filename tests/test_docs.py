@@ -43,3 +43,13 @@ def test_readme_configuration_table_matches_the_settings_read() -> None:
 
 if __name__ == "__main__":
     print(decision_table())
+
+
+def test_readme_metrics_table_lists_every_metric_the_service_exports(client) -> None:  # type: ignore[no-untyped-def]
+    """The README's metrics table names exactly the dlr_ metric families /metrics exports."""
+    exported = set(re.findall(r"^# TYPE (dlr_\w+) ", client.get("/metrics").text, flags=re.M))
+    # prometheus_client's TYPE line names a counter without its _total suffix.
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = {name.removesuffix("_total") for name in re.findall(r"^\| `(dlr_\w+)`", table, flags=re.M)}
+    assert {name.removesuffix("_total") for name in exported} == documented
