@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
     dsn = settings.database_url.reveal()
     # `_created` series double the scrape for nothing the dashboards or alerts use.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
