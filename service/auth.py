@@ -1,18 +1,27 @@
-"""Who may call: API keys for the read and registration API, shared tokens for the webhooks.
+"""Who may call: API keys for the read and registration API; shared tokens and signatures for the webhooks.
 
 Every comparison is constant-time, and secrets stay wrapped in `Secret` until the moment of comparing.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from service import metrics
 from service.config import Secret
 from service.errors import AuthFailed
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from service.dialects.types import Dialect
+    from service.payloads import RequestParts
 
 
 def _presented(request: Request, query_name: str) -> str | None:
@@ -48,3 +57,67 @@ def require_webhook_token(request: Request, token: Secret | None) -> None:
     if presented is None or not _matches(presented, (token,)):
         metrics.AUTH_FAILURES.labels("webhook").inc()
         raise AuthFailed("missing or wrong webhook token (token=... or Authorization: Bearer ...)")
+
+
+# Standard Webhooks: the reference libraries accept timestamps this far from now, either way.
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+def whsec_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_` + base64). Raises ValueError when malformed."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a Standard Webhooks secret is whsec_ followed by base64") from None
+    if not key:
+        raise ValueError("a Standard Webhooks secret is whsec_ followed by base64")
+    return key
+
+
+def standard_webhook_signature(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def verify_standard_webhook(headers: dict[str, str], body: bytes, secret: str, now: float) -> str:
+    """Check `webhook-signature` over `{id}.{timestamp}.{body}`; return the `webhook-id` (the event id)."""
+    webhook_id = headers.get("webhook-id", "")
+    timestamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not (webhook_id and timestamp and signatures):
+        raise _refused("missing webhook-id, webhook-timestamp or webhook-signature")
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > WEBHOOK_TOLERANCE_SECONDS:
+        raise _refused("webhook-timestamp is outside the 5-minute window")
+    expected = standard_webhook_signature(whsec_key(secret), webhook_id, timestamp, body).encode()
+    # Several signatures may be listed (key rotation); unknown versions are skipped, never trusted.
+    valid = False
+    for entry in signatures.split():
+        version, _, signature = entry.partition(",")
+        if version == "v1":
+            valid |= hmac.compare_digest(signature.encode(), expected)
+    if not valid:
+        raise _refused("webhook-signature does not match")
+    return webhook_id
+
+
+def verify_callback(dialect: Dialect, parts: RequestParts, settings: Settings, now: float) -> str | None:
+    """Check a callback's signature when one is configured; return the Standard Webhooks event id, if any.
+
+    A sender with its own scheme (Twilio, Vonage, Mobizon) is checked by it when DLR_WEBHOOK_SECRET_<NAME>
+    is set. Every other dialect needs a Standard Webhooks signature when DLR_WEBHOOK_SECRET_<NAME> or
+    DLR_WEBHOOK_SECRET is set.
+    """
+    own = settings.webhook_secrets.get(dialect.name)
+    if dialect.verify is not None:
+        if own is not None and not dialect.verify(parts, own.reveal()):
+            raise _refused(f"{dialect.name} signature does not match")
+        return None
+    secret = own or settings.webhook_secret
+    if secret is None:
+        return None
+    return verify_standard_webhook(parts.headers, parts.body, secret.reveal(), now)
+
+
+def _refused(reason: str) -> AuthFailed:
+    metrics.AUTH_FAILURES.labels("signature").inc()
+    return AuthFailed(f"authentication failed: {reason}")

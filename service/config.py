@@ -54,6 +54,9 @@ class Settings:
     api_keys: frozenset[Secret] = frozenset()
     webhook_token: Secret | None = None
     webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
+    webhook_secret: Secret | None = None
+    webhook_secrets: Mapping[str, Secret] = field(default_factory=dict)
+    public_url: str | None = None
     web_concurrency: int = 1
     log_level: str = "info"
     log_format: str = "json"
@@ -99,12 +102,18 @@ class Settings:
 
         database_url = text("DATABASE_URL")
         token = text("DLR_WEBHOOK_TOKEN")
-        prefix = "DLR_WEBHOOK_TOKEN_"
-        per_dialect = {
-            name[len(prefix) :].lower(): Secret(value)
-            for name, value in merged.items()
-            if name.startswith(prefix) and value
-        }
+
+        def per_dialect(prefix: str) -> dict[str, Secret]:
+            return {
+                name[len(prefix) :].lower(): Secret(value)
+                for name, value in merged.items()
+                if name.startswith(prefix) and value
+            }
+
+        secret = text("DLR_WEBHOOK_SECRET")
+        public_url = text("DLR_PUBLIC_URL")
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise SettingsError(f"DLR_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
         keys = frozenset(Secret(k.strip()) for k in (text("DLR_API_KEYS") or "").split(",") if k.strip())
         return cls(
             database_url=Secret(database_url) if database_url else None,
@@ -117,7 +126,10 @@ class Settings:
             sweep_duty=number("DLR_SWEEP_DUTY", 0.5, float, 0.05, 1.0),
             api_keys=keys,
             webhook_token=Secret(token) if token else None,
-            webhook_tokens=per_dialect,
+            webhook_tokens=per_dialect("DLR_WEBHOOK_TOKEN_"),
+            webhook_secret=Secret(secret) if secret else None,
+            webhook_secrets=per_dialect("DLR_WEBHOOK_SECRET_"),
+            public_url=public_url.rstrip("/") if public_url else None,
             web_concurrency=int(number("WEB_CONCURRENCY", 1, int, 1, 64)),
             log_level=choice("LOG_LEVEL", "info", LOG_LEVELS),
             log_format=choice("LOG_FORMAT", "json", LOG_FORMATS),
@@ -132,3 +144,7 @@ class Settings:
 
     def token_for(self, dialect: str) -> Secret | None:
         return self.webhook_tokens.get(dialect, self.webhook_token)
+
+    def secret_for(self, dialect: str) -> Secret | None:
+        """That sender's own signing secret, else the Standard Webhooks one."""
+        return self.webhook_secrets.get(dialect, self.webhook_secret)

@@ -68,7 +68,11 @@ class RequestParts:
     content_type: str | None
     query: bytes
     body: bytes
+    # Lower-cased names. Only for signature checks and the few dialects that read a header.
     headers: dict[str, str] = field(default_factory=dict)
+    # The URL as received (scheme, Host with port, path, query), or under DLR_PUBLIC_URL: what a
+    # sender's signature over the URL (Twilio's) was computed on.
+    url: str = ""
 
 
 def media_type(header: str | None) -> str | None:

@@ -36,6 +36,9 @@ class IncomingReport:
     error: str | None = None
     event_id: str | None = None
     raw_status: str | None = None
+    # The sender's own order of its callbacks (Plivo's Sequence): one at or below a number already seen
+    # for this message from this sender is stale, whatever its status.
+    sequence: int | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class _Row:
     updated_at: datetime
     dirty: bool = False
     seen_events: set[tuple[str, str]] = field(default_factory=set)
+    last_sequence: dict[str, int] = field(default_factory=dict)
 
 
 _LOCK_COLUMNS = """
@@ -160,11 +164,12 @@ WITH updated AS (
     WHERE m.id = u.id
 )
 INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
-                     applied, reason, error, event_id)
-SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error, event_id
+                     applied, reason, error, event_id, sequence)
+SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error, event_id,
+       sequence
 FROM json_to_recordset($2::json) AS h(
     message_id text, status text, raw_status text, segment int, event_time timestamptz,
-    received_at timestamptz, source text, applied boolean, reason text, error text, event_id text)
+    received_at timestamptz, source text, applied boolean, reason text, error text, event_id text, sequence bigint)
 """
 
 
@@ -212,6 +217,7 @@ async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence
             "reason": h.reason,
             "error": h.error,
             "event_id": h.event_id,
+            "sequence": h.sequence,
         }
         for h in history
     ]
@@ -232,6 +238,7 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
         await _insert_missing(conn, first, lifetime)
         rows = await _lock(conn, first)
         await _load_seen_events(conn, rows, reports)
+        await _load_sequences(conn, rows, reports)
 
         answers = [_apply_one(rows[r.message_id], r) for r in reports]
         history = [
@@ -257,6 +264,21 @@ async def _load_seen_events(conn: Connection, rows: dict[str, _Row], reports: Se
         rows[rec["message_id"]].seen_events.add((rec["source"], rec["event_id"]))
 
 
+async def _load_sequences(conn: Connection, rows: dict[str, _Row], reports: Sequence[IncomingReport]) -> None:
+    with_sequence = sorted({r.message_id for r in reports if r.sequence is not None})
+    if not with_sequence:
+        return
+    records = await conn.fetch(
+        """
+        SELECT message_id, source, max(sequence) AS last FROM history
+        WHERE message_id = ANY($1::text[]) AND sequence IS NOT NULL GROUP BY message_id, source
+        """,
+        with_sequence,
+    )
+    for rec in records:
+        rows[rec["message_id"]].last_sequence[rec["source"]] = rec["last"]
+
+
 def _apply_one(row: _Row, incoming: IncomingReport) -> AppliedReport:
     before = row.state
     if incoming.event_id is not None:
@@ -264,6 +286,11 @@ def _apply_one(row: _Row, incoming: IncomingReport) -> AppliedReport:
         if key in row.seen_events:
             return AppliedReport(incoming.message_id, before.status, False, Reason.DUPLICATE, before.status)
         row.seen_events.add(key)
+    if incoming.sequence is not None:
+        last = row.last_sequence.get(incoming.source)
+        if last is not None and incoming.sequence <= last:
+            return AppliedReport(incoming.message_id, before.status, False, Reason.STALE, before.status)
+        row.last_sequence[incoming.source] = incoming.sequence
     try:
         outcome: Outcome = apply_report(before, incoming.report)
     except InvalidReport:
@@ -317,6 +344,7 @@ class _HistoryRow:
     reason: str | None
     error: str | None
     event_id: str | None
+    sequence: int | None = None
 
 
 def _report_history(r: IncomingReport, a: AppliedReport) -> _HistoryRow:
@@ -332,6 +360,7 @@ def _report_history(r: IncomingReport, a: AppliedReport) -> _HistoryRow:
         a.reason.value if a.reason else None,
         r.error,
         r.event_id,
+        r.sequence,
     )
 
 

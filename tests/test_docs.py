@@ -34,11 +34,12 @@ def test_readme_configuration_table_matches_the_settings_read() -> None:
     """Every variable Settings reads is documented in the README's configuration table, and no other."""
     code = (REPO / "service" / "config.py").read_text()
     read = set(re.findall(r'"((?:DLR_|DATABASE_|HOST|PORT|WEB_|LOG_)[A-Z_]*)"', code))
-    read.discard("DLR_WEBHOOK_TOKEN_")  # the per-dialect prefix, documented as DLR_WEBHOOK_TOKEN_<DIALECT>
+    # The per-dialect prefixes, documented as DLR_WEBHOOK_TOKEN_<DIALECT> and DLR_WEBHOOK_SECRET_<DIALECT>.
+    read -= {"DLR_WEBHOOK_TOKEN_", "DLR_WEBHOOK_SECRET_"}
     readme = (REPO / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([A-Z_]+)`", table, flags=re.M))
-    assert read == documented - {"DLR_WEBHOOK_TOKEN_<DIALECT>"}
+    documented = set(re.findall(r"^\| `([A-Z_]+(?:<DIALECT>)?)`", table, flags=re.M))
+    assert read == documented - {"DLR_WEBHOOK_TOKEN_<DIALECT>", "DLR_WEBHOOK_SECRET_<DIALECT>"}
 
 
 if __name__ == "__main__":

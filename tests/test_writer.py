@@ -98,3 +98,29 @@ def test_one_bad_report_fails_only_its_caller(db: str) -> None:
     assert isinstance(results[2], asyncpg.PostgresError | asyncpg.DataError | ValueError)
     assert all(isinstance(r, list) and r[0].applied for i, r in enumerate(results) if i != 2)
     assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {f"ok{i}" for i in range(5)}
+
+
+def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
+    """A sender's own ordering (Plivo's Sequence): a callback numbered at or below one already applied for
+    the message is stale and changes nothing, even when its status would otherwise move it."""
+    from dataclasses import replace
+
+    async def run() -> list[tuple[bool, str | None, str]]:
+        pool = await database.create_pool(db, 2, 10)
+        writer = ReportWriter(pool, lifetime=86400, timeout=10, batching=False)
+        try:
+            out = []
+            for status, seq in (("ENQUEUD", 3), ("ACCEPTD", 2), ("DELIVRD", 3), ("DELIVRD", 4)):
+                [a] = await writer.apply([replace(incoming("p", status), sequence=seq)])
+                out.append((a.applied, a.reason.value if a.reason else None, a.status.value))
+            return out
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == [
+        (True, None, "ENQUEUD"),
+        (False, "stale", "ENQUEUD"),
+        (False, "stale", "ENQUEUD"),
+        (True, None, "DELIVRD"),
+    ]
+    assert [r["sequence"] for r in fetch(db, "SELECT sequence FROM history ORDER BY seq")] == [3, 2, 3, 4]

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from service.dialects import generic
-from service.dialects.types import ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed
 from service.payloads import RequestParts
 
 Parser = Callable[[RequestParts, datetime, int], Parsed]
 
-DIALECTS: dict[str, Parser] = {
-    generic.NAME: generic.parse,
-}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (generic.DIALECT,)}
 
-__all__ = ["DIALECTS", "ItemError", "Parsed", "Parser"]
+__all__ = ["DIALECTS", "Dialect", "ItemError", "Parsed", "Parser"]

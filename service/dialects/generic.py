@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from service import fields
-from service.dialects.types import ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed
 from service.engine import Report
 from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -81,3 +81,6 @@ def _item(data: dict[str, Any], index: int, parts: RequestParts, received_at: da
         error=error,
         raw_status=data.get("status") if isinstance(data.get("status"), str) else None,
     )
+
+
+DIALECT = Dialect(NAME, parse)

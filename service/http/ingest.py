@@ -1,22 +1,32 @@
 """`/dlr/{dialect}`: a sender's callback in, committed, answered.
 
-handler -> token -> dialect parse -> writer (engine inside the transaction) -> envelope. A payload that
-cannot be parsed or validated is quarantined with its reason before it is refused.
+handler -> token -> signature -> dialect parse -> writer (engine inside the transaction) -> the answer
+the sender expects. A payload that cannot be parsed or validated is quarantined with its reason before it
+is refused (Jasmin is acknowledged all the same: it would otherwise resend it, and it is kept).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from service import logs, metrics, store
-from service.auth import require_webhook_token
-from service.dialects import DIALECTS, ItemError, Parser
-from service.errors import LimitExceeded, MethodNotAllowed, UnknownModule, database_errors, field_error
+from service.auth import require_webhook_token, verify_callback
+from service.dialects import DIALECTS, Dialect, ItemError
+from service.errors import (
+    LimitExceeded,
+    MethodNotAllowed,
+    ServiceError,
+    UnknownModule,
+    database_errors,
+    field_error,
+)
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
 from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
@@ -25,11 +35,23 @@ from service.store import AppliedReport, IncomingReport
 logger = logging.getLogger("dlr_tracker.ingest")
 
 
-def parser_for(dialect: str) -> Parser:
-    parser = DIALECTS.get(dialect)
-    if parser is None:
-        raise UnknownModule(f"unknown dialect {dialect[:64]!r}", {"dialects": sorted(DIALECTS)})
-    return parser
+def dialect_for(name: str) -> Dialect:
+    dialect = DIALECTS.get(name)
+    if dialect is None:
+        raise UnknownModule(f"unknown dialect {name[:64]!r}", {"dialects": sorted(DIALECTS)})
+    return dialect
+
+
+def _signed_url(request: Request, public_url: str | None) -> str:
+    """The URL a sender signed: as received (scheme, Host with its port, path, query), or under
+    DLR_PUBLIC_URL when a proxy in front changed the scheme or host."""
+    path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    query: bytes = request.scope.get("query_string", b"")
+    tail = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    if public_url:
+        return public_url + tail
+    host = request.headers.get("host", "")
+    return f"{request.scope.get('scheme', 'http')}://{host}{tail}"
 
 
 async def ingest(request: Request) -> Response:
@@ -37,34 +59,60 @@ async def ingest(request: Request) -> Response:
     if request.method == "HEAD":
         # Starlette answers HEAD on every GET route; a HEAD must never store a report.
         raise MethodNotAllowed("HEAD is not allowed on /dlr/*: send GET or POST", headers={"Allow": "GET, POST"})
-    dialect = request.path_params["dialect"]
-    parser = parser_for(dialect)
-    logs.dialect.set(dialect)
-    require_webhook_token(request, app.settings.token_for(dialect))
+    dialect = dialect_for(request.path_params["dialect"])
+    logs.dialect.set(dialect.name)
+    require_webhook_token(request, app.settings.token_for(dialect.name))
     parts = RequestParts(
         method=request.method,
         content_type=media_type(request.headers.get("content-type")),
         query=request.scope.get("query_string", b""),
         body=await read_body(request, app.settings.max_body_bytes),
+        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]},
+        url=_signed_url(request, app.settings.public_url),
     )
-    return await process(app, dialect, parser, parts)
+    event_id = verify_callback(dialect, parts, app.settings, time.time())
+    return await process(app, dialect, parts, event_id)
 
 
-async def process(app: Any, dialect: str, parser: Parser, parts: RequestParts) -> Response:
-    received_at = datetime.now(UTC)
+async def process(app: Any, dialect: Dialect, parts: RequestParts, event_id: str | None = None) -> Response:
     try:
-        parsed = parser(parts, received_at, app.settings.max_batch)
+        response = await _process(app, dialect, parts, event_id)
+    except ServiceError as exc:
+        # Jasmin resends whatever is not acknowledged; a payload it sent that we refused is quarantined,
+        # so it is acknowledged too. Nothing is acknowledged that is not stored: 503s stay 503s.
+        if dialect.ack == "jasmin" and exc.code in (1, 6, 11, 12):
+            return PlainTextResponse("ACK/Jasmin")
+        raise
+    if dialect.ack == "jasmin":
+        return PlainTextResponse("ACK/Jasmin")
+    if dialect.ack == "empty":
+        return Response(b"", 200)
+    return response
+
+
+async def _process(app: Any, dialect: Dialect, parts: RequestParts, event_id: str | None) -> Response:
+    received_at = datetime.now(UTC)
+    name = dialect.name
+    try:
+        parsed = dialect.parse(parts, received_at, app.settings.max_batch)
     except BatchTooLarge as exc:
         raise LimitExceeded(f"batch too large: at most {exc.limit} items", exc.errors) from None
     except PayloadError as exc:
-        await _quarantine(app, dialect, [(parts, exc.errors, None)], received_at)
+        await _quarantine(app, name, [(parts, exc.errors, None)], received_at)
         raise field_error(exc.errors, exc.code) from None
     if not parsed.batch and parsed.items[0].message_id is not None:
         logs.message_id.set(parsed.items[0].message_id)
     reports = [item for item in parsed.items if isinstance(item, IncomingReport)]
+    if event_id is not None:
+        # A signed webhook's id is its idempotency key: a retry of it is a duplicate, whatever it says.
+        many = len(parsed.items) > 1
+        reports = [
+            r if r.event_id is not None else dataclasses.replace(r, event_id=f"{event_id}#{i}" if many else event_id)
+            for i, r in enumerate(reports)
+        ]
     answers = iter(await app.writer.apply(reports))
     failed = [item for item in parsed.items if isinstance(item, ItemError)]
-    await _quarantine(app, dialect, [(f.parts, f.errors, f.message_id) for f in failed], received_at)
+    await _quarantine(app, name, [(f.parts, f.errors, f.message_id) for f in failed], received_at)
 
     if not parsed.batch:
         item = parsed.items[0]

@@ -13,7 +13,7 @@ from service.dialects import ItemError
 from service.errors import LimitExceeded, NotFound, UnknownModule, database_errors, field_error
 from service.http import views
 from service.http.envelope import ok
-from service.http.ingest import parser_for
+from service.http.ingest import dialect_for
 from service.http.requests import page_limit, query, state
 from service.payloads import PayloadError, RequestParts
 from service.store import IncomingReport
@@ -69,12 +69,12 @@ async def replay(request: Request) -> Response:
         if row is None:
             raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
         try:
-            parser = parser_for(row["dialect"])
+            dialect = dialect_for(row["dialect"])
         except UnknownModule as exc:
             raise field_error({"dialect": exc.message}, 1) from None
         parts = RequestParts(row["method"], row["content_type"], bytes(row["query"]), bytes(row["body"]))
         try:
-            parsed = parser(parts, datetime.now(UTC), app.settings.max_batch)
+            parsed = dialect.parse(parts, datetime.now(UTC), app.settings.max_batch)
         except PayloadError as exc:
             raise field_error(exc.errors, exc.code) from None
         failed = [i for i in parsed.items if isinstance(i, ItemError)]
