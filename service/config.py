@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,15 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def _is_whsec(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return bool(base64.b64decode(secret.removeprefix("whsec_"), validate=True))
+    except (binascii.Error, ValueError):
+        return False
 
 
 class SettingsError(ValueError):
@@ -111,6 +122,8 @@ class Settings:
             }
 
         secret = text("DLR_WEBHOOK_SECRET")
+        if secret is not None and not _is_whsec(secret):
+            raise SettingsError("DLR_WEBHOOK_SECRET must be a Standard Webhooks secret: whsec_ followed by base64")
         public_url = text("DLR_PUBLIC_URL")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise SettingsError(f"DLR_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
