@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -39,6 +39,8 @@ class IncomingReport:
     # The sender's own order of its callbacks (Plivo's Sequence): one at or below a number already seen
     # for this message from this sender is stale, whatever its status.
     sequence: int | None = None
+    # SMPP receipts: the id may be zero-padded, or not, where the registration was the other way round.
+    match_zero_padded: bool = False
 
 
 @dataclass(slots=True)
@@ -230,6 +232,7 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
     One report is simply a batch of one: there is no separate single-report path.
     """
     async with conn.transaction():
+        reports = await _match_zero_padded(conn, reports)
         first: dict[str, tuple[str | None, str | None, datetime, datetime, int]] = {}
         for r in reports:
             if r.message_id not in first:
@@ -246,6 +249,29 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
         ]
         await _write_back(conn, rows, history)
     return answers
+
+
+async def _match_zero_padded(conn: Connection, reports: Sequence[IncomingReport]) -> Sequence[IncomingReport]:
+    """Point zero-padding-tolerant reports at the stored message whose id differs only in leading zeros.
+
+    The id as sent wins when it exists; otherwise the first stored match (ids ordered) takes the report.
+    """
+    wanted = {r.message_id.lstrip("0") for r in reports if r.match_zero_padded}
+    if not wanted:
+        return reports
+    records = await conn.fetch(
+        "SELECT id FROM messages WHERE ltrim(id, '0') = ANY($1::text[]) ORDER BY id", sorted(wanted)
+    )
+    stored = {rec["id"] for rec in records}
+    by_key: dict[str, str] = {}
+    for rec in records:
+        by_key.setdefault(rec["id"].lstrip("0"), rec["id"])
+    return [
+        replace(r, message_id=by_key[r.message_id.lstrip("0")])
+        if r.match_zero_padded and r.message_id not in stored and r.message_id.lstrip("0") in by_key
+        else r
+        for r in reports
+    ]
 
 
 async def _load_seen_events(conn: Connection, rows: dict[str, _Row], reports: Sequence[IncomingReport]) -> None:

@@ -124,3 +124,24 @@ def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
         (True, None, "DELIVRD"),
     ]
     assert [r["sequence"] for r in fetch(db, "SELECT sequence FROM history ORDER BY seq")] == [3, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("registered", "reported"), [("12345678", "0000000012345678"), ("0012345678", "12345678")])
+def test_zero_padding_tolerant_reports_find_the_registered_message(db: str, registered: str, reported: str) -> None:
+    """A report that may be zero-padded differently (an SMPP receipt id) updates the registered message
+    instead of creating another; an id that matches nothing creates the message as sent."""
+    from dataclasses import replace
+
+    async def run() -> list[str]:
+        pool = await database.create_pool(db, 2, 10)
+        writer = ReportWriter(pool, lifetime=86400, timeout=10, batching=False)
+        try:
+            await writer.apply([incoming(registered, "ACCEPTD")])
+            [a] = await writer.apply([replace(incoming(reported, "DELIVRD"), match_zero_padded=True)])
+            [b] = await writer.apply([replace(incoming("000999", "DELIVRD"), match_zero_padded=True)])
+            return [a.message_id, a.status.value, b.message_id]
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == [registered, "DELIVRD", "000999"]
+    assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {registered, "000999"}
