@@ -1,0 +1,180 @@
+"""Infobip's SMS delivery reports: `POST {"results": [...]}`, a batch (100 reports per request by default).
+
+    {"results": [{"bulkId": "BULK-1", "messageId": "4f3c1c9d-...", "to": "41793026727",
+                  "sentAt": "2019-11-09T16:00:00.000+0000", "doneAt": "2019-11-09T16:00:00.000+0000",
+                  "smsCount": 1, "callbackData": "...",
+                  "status": {"groupId": 3, "groupName": "DELIVERED", "id": 5, "name": "DELIVERED_TO_HANDSET"},
+                  "error": {"groupId": 0, "groupName": "OK", "id": 0, "name": "NO_ERROR", "permanent": false}}]}
+
+One report covers the whole message (`messageId`) however many parts it was sent in (`smsCount`, or
+`messageCount` in the newer payload), so every report is message-level. Infobip has no signature scheme of
+its own: with DLR_WEBHOOK_SECRET(_INFOBIP) set, Standard Webhooks signatures apply.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from service import fields
+from service.dialects.types import Dialect, ItemError, Parsed
+from service.engine import Report
+from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
+from service.statuses import Status
+from service.store import IncomingReport
+
+NAME = "infobip"
+
+# The status decides by its numbers first, names only when the numbers are missing or unknown.
+# DELIVERED_TO_OPERATOR sits in the DELIVERED group but is intermediate: the handset has not confirmed.
+BY_STATUS_ID: dict[int, Status] = {2: Status.ACCEPTD, 5: Status.DELIVRD}
+BY_GROUP_ID: dict[int, Status] = {
+    1: Status.ACCEPTD,  # PENDING_*: in flight, a final status follows
+    2: Status.UNDELIV,  # UNDELIVERABLE_*
+    # A DELIVERED member other than ids 2 and 5 is not known to be final: it proves the operator has it.
+    3: Status.ACCEPTD,
+    4: Status.EXPIRED,  # EXPIRED_*
+    5: Status.REJECTD,  # REJECTED_*
+}
+BY_STATUS_NAME: dict[str, Status] = {"DELIVERED_TO_OPERATOR": Status.ACCEPTD, "DELIVERED_TO_HANDSET": Status.DELIVRD}
+# Group names, which are also the prefixes of their members' names (PENDING_ENROUTE, REJECTED_NETWORK).
+BY_GROUP_NAME: dict[str, Status] = {
+    "PENDING": Status.ACCEPTD,
+    "UNDELIVERABLE": Status.UNDELIV,
+    "DELIVERED": Status.ACCEPTD,
+    "EXPIRED": Status.EXPIRED,
+    "REJECTED": Status.REJECTD,
+}
+MAX_RAW = 64
+
+
+def _number(value: Any) -> int | None:
+    """A small whole number sent as a JSON number or as digits; anything else counts as absent."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 9:
+        return int(value.strip())
+    return None
+
+
+def _name(value: Any) -> str | None:
+    return value.strip().upper() if isinstance(value, str) and value.strip().isascii() and value.strip() else None
+
+
+def canonical_status(status: dict[str, Any]) -> Status | None:
+    """The status an Infobip `status` object stands for; None when nothing in it is known."""
+    status_id, group_id = _number(status.get("id")), _number(status.get("groupId"))
+    name, group_name = _name(status.get("name")), _name(status.get("groupName"))
+    if status_id in BY_STATUS_ID:
+        return BY_STATUS_ID[status_id]
+    if group_id in BY_GROUP_ID:
+        return BY_GROUP_ID[group_id]
+    if name in BY_STATUS_NAME:
+        return BY_STATUS_NAME[name]
+    for word in (group_name, name.partition("_")[0] if name else None):
+        if word in BY_GROUP_NAME:
+            return BY_GROUP_NAME[word]
+    return None
+
+
+def _raw_status(status: dict[str, Any]) -> str:
+    for key in ("name", "groupName"):
+        value = status.get(key)
+        if isinstance(value, str) and value.strip():
+            raw = value[:MAX_RAW]
+            break
+    else:
+        raw = f"groupId={status.get('groupId')!r} id={status.get('id')!r}"[:MAX_RAW]
+    return raw.replace("\x00", "\\x00")  # PostgreSQL text cannot hold a NUL
+
+
+def _status_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise fields.FieldError("must be an object {groupId, groupName, id, name}")
+    return value
+
+
+def _error_code(value: Any) -> str | None:
+    """The operator error's id as text. Infobip sends an error object on every report; id 0 (NO_ERROR)
+    says there is none, and would otherwise overwrite a real code with "0"."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fields.FieldError("must be an object {groupId, id, name, ...}")
+    code = value.get("id")
+    if code is None or code == "":
+        code = value.get("name")
+    if code in (0, "0") or code == "NO_ERROR":
+        return None
+    return fields.text(code, 64)
+
+
+def _part_count(value: Any) -> int | None:
+    # A report for a message refused before it was split may say 0 parts: that is "unknown", not an error.
+    if value in (0, "0"):
+        return None
+    return fields.count(value)
+
+
+def _short(value: Any) -> str | None:
+    return fields.text(value, 64)
+
+
+def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
+    data = decode_request(parts)
+    if not isinstance(data, dict):
+        raise PayloadError({"body": 'must be a JSON object {"results": [...]}'})
+    results = data.get("results")
+    if results is None:
+        raise PayloadError({"results": "required"}, code=11)
+    if not isinstance(results, list):
+        raise PayloadError({"results": "must be an array of delivery reports"})
+    if not results:
+        raise PayloadError({"results": "an empty batch"})
+    if len(results) > max_batch:
+        raise BatchTooLarge(len(results), max_batch)
+    items: list[IncomingReport | ItemError] = []
+    for index, entry in enumerate(results):
+        # Kept in Infobip's own shape, so that a quarantined report replays through this parser.
+        body = json.dumps({"results": [entry]}, ensure_ascii=False).encode()
+        item_parts = RequestParts("POST", JSON, b"", body)
+        if isinstance(entry, dict):
+            items.append(_report(entry, index, item_parts, received_at))
+        else:
+            items.append(ItemError(index, 1, {"results": "each report must be a JSON object"}, item_parts))
+    return Parsed(items, batch=True)
+
+
+def _report(
+    entry: dict[str, Any], index: int, parts: RequestParts, received_at: datetime
+) -> IncomingReport | ItemError:
+    f = fields.FieldErrors()
+    message_id = f.read(entry, "messageId", fields.message_id, required=True)
+    status = f.read(entry, "status", _status_object, required=True)
+    error = f.read(entry, "error", _error_code)
+    segments = f.read(entry, "smsCount", _part_count) or f.read(entry, "messageCount", _part_count)
+    # Infobip's times carry their offset (`+0000`): when the report was finished, else when it was sent.
+    done_at = f.read(entry, "doneAt", fields.timestamp)
+    sent_at = f.read(entry, "sentAt", fields.timestamp)
+    recipient = f.read(entry, "to", _short)
+    # The send request's id groups the messages of one bulk send: the nearest thing to a campaign.
+    campaign = f.read(entry, "bulkId", fields.text)
+    if f:
+        return ItemError(index, f.code, f.errors, parts, message_id)
+    return IncomingReport(
+        message_id=message_id,
+        report=Report(status=canonical_status(status), segment=None, segments=segments),
+        source=NAME,
+        received_at=received_at,
+        event_time=done_at or sent_at,
+        recipient=recipient,
+        campaign=campaign,
+        error=error,
+        raw_status=_raw_status(status),
+    )
+
+
+DIALECT = Dialect(NAME, parse, ack="envelope")
