@@ -1,0 +1,85 @@
+"""A raw SMPP delivery receipt, as a bridge or script forwards it from a `deliver_sm`.
+
+The receipt text (`id:... stat:... err:...`) comes as a `text/plain` body, as the `answer` parameter of
+a GET (what Kannel's `%A` carries) or as the `text` field of a form. One receipt is one report: receipts
+are per part (each part has its own SMSC id), so no segment is named.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from service import fields
+from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
+from service.dialects.types import Dialect, ItemError, Parsed
+from service.engine import Report
+from service.payloads import FORM, TEXT, PayloadError, RequestParts, UnsupportedFormat
+from service.store import IncomingReport
+
+NAME = "smpp"
+# Where the receipt text is, by how it came: the name an error points at.
+_GET_FIELD, _FORM_FIELD, _BODY = "answer", "text", "body"
+_SHORT = 64  # error codes and raw states: anything longer is not one
+
+
+def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
+    raw, where = _receipt_text(parts)
+    receipt = parse_receipt(raw)
+    if receipt.id is None and receipt.stat is None:
+        raise PayloadError({where: "not an SMPP delivery receipt (neither id: nor stat: found)"})
+    f = fields.FieldErrors()
+    message_id = f.read({"id": receipt.id}, "id", fields.message_id, required=True)
+    stat = f.read({"stat": receipt.stat}, "stat", _short, required=True)
+    error = f.read({"err": receipt.err}, "err", _short)
+    if f:
+        return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
+    return Parsed([_report(receipt, message_id, stat, error, received_at)], batch=False)
+
+
+def _report(receipt: Receipt, message_id: str, stat: str, error: str | None, received_at: datetime) -> IncomingReport:
+    return IncomingReport(
+        # As sent, leading zeros and all: matching across zero-padding is the store's business.
+        message_id=message_id,
+        report=Report(status=stat_status(stat)),
+        source=NAME,
+        received_at=received_at,
+        event_time=receipt_time(receipt.done_date, received_at),
+        error=error,
+        raw_status=stat,
+        match_zero_padded=True,
+    )
+
+
+def _receipt_text(parts: RequestParts) -> tuple[str, str]:
+    """The receipt text, and the name of the field it came in."""
+    kind = parts.content_type
+    if parts.method in ("GET", "HEAD"):
+        return _parameter(parts.query, _GET_FIELD, _FORM_FIELD), _GET_FIELD
+    # Without a Content-Type, a body starting `text=` is a form; a receipt starts `id:`.
+    unlabelled_form = kind is None and parts.body.lstrip().startswith((b"text=", b"answer="))
+    if unlabelled_form or (kind is not None and kind.startswith(FORM)):
+        return _parameter(parts.body, _FORM_FIELD, _GET_FIELD), _FORM_FIELD
+    if kind not in (None, TEXT):
+        raise UnsupportedFormat(kind)
+    if not parts.body.strip():
+        raise PayloadError({_BODY: "required: the receipt text (id:... stat:...)"}, code=11)
+    # Receipts are ASCII; trailing binary garbage (TLVs, NULs) must not make the whole receipt unreadable,
+    # so undecodable bytes become U+FFFD, which no field pattern matches.
+    return parts.body.decode("utf-8", errors="replace"), _BODY
+
+
+def _parameter(encoded: bytes, name: str, other: str) -> str:
+    """The receipt in `name` (or in `other`, the name the other transport uses), read leniently: its
+    `text:` may hold binary bytes. The other parameters are not read."""
+    value = take_parameter(encoded, name)[1] or take_parameter(encoded, other)[1]
+    if not value:
+        raise PayloadError({name: "required: the receipt text (id:... stat:...)"}, code=11)
+    return value
+
+
+def _short(value: Any) -> str | None:
+    return fields.text(value, _SHORT)
+
+
+DIALECT = Dialect(NAME, parse)
