@@ -8,8 +8,11 @@ every bad field at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 MAX_ID = 255
 MAX_TEXT = 255
@@ -110,6 +113,18 @@ def _in_range(moment: datetime) -> datetime:
     if not MIN_TIME <= moment < MAX_TIME:
         raise FieldError("must be between 2000 and 2100")
     return moment
+
+
+def word(value: Any, vocabulary: Mapping[str, T]) -> T:
+    """A word of a sender's vocabulary, matched without case. ASCII only: lower-casing look-alike letters
+    (a dotted İ, a Kelvin K) must not turn them into a known word."""
+    names = ", ".join(vocabulary)
+    if not isinstance(value, str) or not value.isascii():
+        raise FieldError(f"must be one of {names}")
+    key = value.strip().lower()
+    if key not in vocabulary:
+        raise FieldError(f"unknown value {value[:40]!r}; must be one of {names}")
+    return vocabulary[key]
 
 
 class FieldErrors:

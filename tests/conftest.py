@@ -105,3 +105,29 @@ def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def database_outage(server_url: str, db: str) -> object:
+    """`with database_outage():` the test database refuses connections and loses the ones it had,
+    as when PostgreSQL is down; on leaving the block it takes connections again."""
+    from contextlib import contextmanager
+
+    name = urlsplit(db).path.lstrip("/")
+
+    @contextmanager
+    def outage() -> Iterator[None]:
+        asyncio.run(_admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        try:
+            asyncio.run(
+                _admin(
+                    server_url,
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+                )
+            )
+            yield
+        finally:
+            asyncio.run(_admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+    return outage

@@ -9,12 +9,10 @@ Sample payloads tested: 30 (16 mapping rows, 5 quirk payloads, 6 invalid, 3 over
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
@@ -228,32 +226,13 @@ def test_invalid_callback_is_acknowledged_and_quarantined(client: TestClient, db
     assert kept[1]["error"] == {"id": "required"}
 
 
-def test_database_outage_is_503_not_ack(settings: Settings, server_url: str) -> None:
+def test_database_outage_is_503_not_ack(settings: Settings, database_outage) -> None:  # type: ignore[no-untyped-def]
     """Only a database outage is not acknowledged: 503 code 10, so that Jasmin retries."""
-    dsn = settings.database_url.reveal()  # type: ignore[union-attr]
-    name = urlsplit(dsn).path.lstrip("/")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     with TestClient(create_app(settings)) as client:
-        asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        try:
-            asyncio.run(
-                admin(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                )
-            )
+        with database_outage():
             down = post(client, level2("DELIVRD", "j-down"))
             assert (down.status_code, down.json()["code"]) == (503, 10)
             assert down.text != "ACK/Jasmin"
-        finally:
-            asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         assert_ack(post(client, level2("DELIVRD", "j-down")))
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
-from urllib.parse import urlsplit
 
-import asyncpg
 from starlette.testclient import TestClient
 
 from service.app import create_app
@@ -215,36 +212,17 @@ def test_readyz_fails_while_schema_is_behind(fresh_database) -> None:  # type: i
         assert ready.json()["data"]["ready"] is True
 
 
-def test_database_down_is_503_code_10_with_retry_after(settings: Settings, server_url: str) -> None:
+def test_database_down_is_503_code_10_with_retry_after(settings: Settings, database_outage) -> None:  # type: ignore[no-untyped-def]
     """When the database refuses connections, ingest answers 503 code 10 with Retry-After, not 500,
     and the service recovers by itself once the database is back."""
-    dsn = settings.database_url.reveal()  # type: ignore[union-attr]
-    name = urlsplit(dsn).path.lstrip("/")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     with TestClient(create_app(settings)) as client:
-        asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        try:
-            asyncio.run(
-                admin(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                )
-            )
+        with database_outage():
             response = client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"})
             assert response.status_code == 503
             assert response.json()["code"] == 10
             assert response.headers["retry-after"]
             assert client.get("/readyz").status_code == 503
             assert client.get("/healthz").status_code == 200
-        finally:
-            asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         assert client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"}).status_code == 200
         assert client.get("/readyz").status_code == 200
 

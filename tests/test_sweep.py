@@ -140,23 +140,10 @@ def test_two_services_and_a_sweep_command_resolve_each_message_once(tmp_path: Pa
         assert "deadlock" not in service.output().lower()
 
 
-def test_the_sweeper_survives_a_database_outage(settings: Settings, server_url: str) -> None:
+def test_the_sweeper_survives_a_database_outage(settings: Settings, database_outage) -> None:  # type: ignore[no-untyped-def]
     """While the database refuses connections the sweeper counts failed runs and keeps going; once it is
     back, the next pass resolves what is overdue."""
-    import asyncio
     import re
-    from urllib.parse import urlsplit
-
-    import asyncpg
-
-    name = urlsplit(settings.database_url.reveal()).path.lstrip("/")  # type: ignore[union-attr]
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
     def errors(client: TestClient) -> float:
         found = re.search(r'^dlr_sweep_runs_total\{outcome="error"\} (\S+)$', client.get("/metrics").text, re.M)
@@ -165,15 +152,11 @@ def test_the_sweeper_survives_a_database_outage(settings: Settings, server_url: 
     with TestClient(create_app(replace(settings, sweep_interval=0.1))) as client:
         client.post("/messages", json={"id": "after-outage"})
         before = errors(client)
-        asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        try:
-            asyncio.run(admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        with database_outage():
             deadline = time.monotonic() + 15
             while errors(client) <= before:
                 assert time.monotonic() < deadline, "no failed sweep run was counted"
                 time.sleep(0.1)
-        finally:
-            asyncio.run(admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         client.post("/messages", json={"id": "after-outage", "sent_at": OVERDUE})
         deadline = time.monotonic() + 15
         while client.get("/messages/after-outage").json()["data"]["status"] != "EXPIRED":
