@@ -157,7 +157,3 @@ class Settings:
 
     def token_for(self, dialect: str) -> Secret | None:
         return self.webhook_tokens.get(dialect, self.webhook_token)
-
-    def secret_for(self, dialect: str) -> Secret | None:
-        """That sender's own signing secret, else the Standard Webhooks one."""
-        return self.webhook_secrets.get(dialect, self.webhook_secret)
