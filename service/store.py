@@ -238,12 +238,21 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
             if r.message_id not in first:
                 sent_at = r.event_time or r.received_at
                 first[r.message_id] = (r.recipient, r.campaign, sent_at, r.received_at, 1)
-        await _insert_missing(conn, first, lifetime)
+        created = await _insert_missing(conn, first, lifetime)
         rows = await _lock(conn, first)
         await _load_seen_events(conn, rows, reports)
         await _load_sequences(conn, rows, reports)
 
-        answers = [_apply_one(rows[r.message_id], r) for r in reports]
+        answers = []
+        for r in reports:
+            answer = _apply_one(rows[r.message_id], r)
+            if r.message_id in created:
+                # The report that created the message is news even when it says NEW, the state a new
+                # message starts in: it is applied and kept, not taken for a duplicate of nothing.
+                created.discard(r.message_id)
+                if answer.reason is Reason.DUPLICATE:
+                    answer = replace(answer, applied=True, reason=None)
+            answers.append(answer)
         history = [
             _report_history(r, a) for r, a in zip(reports, answers, strict=True) if a.reason is not Reason.DUPLICATE
         ]

@@ -80,10 +80,17 @@ class ReportWriter:
         waiting = _Waiting(reports, asyncio.get_running_loop().create_future())
         if not self._batching:
             await self._commit([waiting])
-        else:
-            self._queue.append(waiting)
-            self._arrived.set()
-        return await waiting.future
+            return await waiting.future
+        self._queue.append(waiting)
+        self._arrived.set()
+        try:
+            # A caller waits at most one timeout for its turn and its commit, not for every stalled batch
+            # ahead of it. Shielded: the batch may still commit after the 503, and its sender's retry is
+            # then a duplicate, which is harmless; nothing is acknowledged that is not stored.
+            return await asyncio.wait_for(asyncio.shield(waiting.future), self._timeout)
+        except TimeoutError:
+            waiting.future.cancel()  # still queued: the writer skips it
+            raise Unavailable("could not save in time: the database is slow or away, retry later") from None
 
     async def _run(self) -> None:
         while True:

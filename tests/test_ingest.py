@@ -255,3 +255,12 @@ def test_oversized_batch_is_refused_before_it_is_parsed(settings, db: str) -> No
         assert (response.status_code, response.json()["code"]) == (400, 12)
         assert response.json()["data"] == {"batch": "6 items; at most 5"}
     assert fetch(db, "SELECT count(*) AS n FROM quarantine")[0]["n"] == 0
+
+
+def test_a_report_for_an_unknown_id_that_says_new_is_kept(client: TestClient) -> None:
+    """The report that creates a message is applied and kept in the history even when it says NEW."""
+    answer = client.post("/dlr/generic", json={"id": "n1", "status": "NEW"}).json()["data"]
+    assert answer == {"id": "n1", "status": "NEW", "applied": True, "reason": None}
+    assert [h["status"] for h in client.get("/messages/n1/history").json()["data"]["items"]] == ["NEW"]
+    again = client.post("/dlr/generic", json={"id": "n1", "status": "NEW"}).json()["data"]
+    assert again["reason"] == "duplicate"

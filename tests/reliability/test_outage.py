@@ -6,8 +6,8 @@ Outage: a PostgreSQL server of the test's own is stopped (`pg_ctl stop -m fast|i
 gone, its socket removed) or frozen (SIGSTOP: it answers nothing) while 32 senders post, then brought
 back. Slow: another session holds a lock the senders' reports need for longer than DLR_DB_TIMEOUT.
 
-Each scenario runs once per module (a fixture) and several tests read its record: the behaviour the
-service has now, and the tighter latency bound (one DLR_DB_TIMEOUT) it does not meet yet (strict xfail).
+Each scenario runs once per module (a fixture) and several tests read its record: the answers, the
+latency bound (one DLR_DB_TIMEOUT, queueing in the report writer included), connections, recovery.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ DB_TIMEOUT = 2.0
 MARGIN = 1.5
 # The promise: no request waits for the database longer than DLR_DB_TIMEOUT (plus the margin).
 BOUND = DB_TIMEOUT + MARGIN
-# What the service keeps today (see the xfail tests): a caller may wait for a stalled batch ahead of it
-# in the report writer's queue, and on a frozen server the ROLLBACK after a timed-out statement waits
-# a second DLR_DB_TIMEOUT: up to three timeouts in all. Still bounded: no request hangs.
+# The looser bound other requests (/readyz during a freeze, a batch's own ROLLBACK after a timed-out
+# statement) are held to: up to three timeouts. Still bounded: no request hangs.
 STALL_BOUND = 3 * DB_TIMEOUT + MARGIN
 WARMUP = 1.0
 OUTAGE_SECONDS = pick(4.0, 20.0)
@@ -56,15 +55,6 @@ LOCKS = {
     "row": "SELECT 1 FROM messages WHERE id = 'hot' FOR UPDATE",
 }
 LOCK_KINDS = ["table", "row"] if FULL else ["table"]
-
-QUEUE_WAIT_BUG = (
-    "ReportWriter.apply waits for its future without a deadline: a report queued behind a stalled batch "
-    "waits for that batch's DLR_DB_TIMEOUT and then its own (4.0 s with DLR_DB_TIMEOUT=2)"
-)
-FROZEN_SERVER_BUG = (
-    "on a frozen server a timed-out statement is followed by a ROLLBACK that gets its own command_timeout, "
-    "and callers queue behind that batch: answers take 2-3 x DLR_DB_TIMEOUT (4-6 s with DLR_DB_TIMEOUT=2)"
-)
 
 
 @dataclass
@@ -239,10 +229,7 @@ def test_ingest_answers_503_while_postgres_is_away_and_recovers(outage: OutageRu
 
 @pytest.mark.parametrize(
     "outage",
-    [
-        way if way != "freeze" else pytest.param(way, marks=pytest.mark.xfail(strict=True, reason=FROZEN_SERVER_BUG))
-        for way in OUTAGES
-    ],
+    [way for way in OUTAGES],
     indirect=True,
 )
 def test_no_request_waits_past_the_database_timeout_during_an_outage(outage: OutageRun) -> None:
@@ -358,7 +345,6 @@ def test_slow_database_gets_bounded_answers_and_bounded_connections(slow: LockRu
     assert run.lost == [], f"{len(run.lost)} acknowledged reports lost, e.g. {run.lost[:5]}"
 
 
-@pytest.mark.xfail(strict=True, reason=QUEUE_WAIT_BUG)
 @pytest.mark.parametrize("slow", ["table"], indirect=True)
 def test_no_request_waits_past_the_database_timeout_behind_a_lock(slow: LockRun) -> None:
     """While the messages table is locked, every request is answered within DLR_DB_TIMEOUT plus a margin
