@@ -16,6 +16,7 @@ from typing import Any
 
 import prometheus_client
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,6 +94,12 @@ def _mark_draining_on_signals(app: Starlette) -> None:
         signal.signal(signum, handler)
 
 
+class AnythingConvertor(PathConvertor):
+    """Like `path`, but line feeds too: Starlette's `.*` stops at one, and ids may hold any character."""
+
+    regex = r"[\s\S]*"
+
+
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
@@ -148,13 +155,13 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.pool.close()
             metrics.worker_stopped()
 
+    register_url_convertor("anything", AnythingConvertor())
     routes = [
         Route("/dlr/{dialect}", ingest.ingest, methods=["GET", "POST"]),
-        Route("/messages", messages.register, methods=["POST"]),
-        Route("/messages", messages.list_or_many, methods=["GET"]),
-        Route("/messages/{id:path}/history", messages.history, methods=["GET"]),
-        Route("/messages/{id:path}", messages.get_one, methods=["GET"]),
-        Route("/campaigns/{campaign:path}", campaigns.get_campaign, methods=["GET"]),
+        Route("/messages", messages.collection, methods=["GET", "POST"]),
+        Route("/messages/{id:anything}/history", messages.history, methods=["GET"]),
+        Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
+        Route("/campaigns/{campaign:anything}", campaigns.get_campaign, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
         Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),

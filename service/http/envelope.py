@@ -66,10 +66,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405 (unknown route, wrong method) in the envelope."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        err: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        err: ServiceError = MethodNotAllowed(f"{request.method} is not allowed on {request.scope['path'][:200]}")
         headers = dict(exc.headers or {})
     elif exc.status_code == 404:
-        err, headers = UnknownModule(f"no such endpoint: {request.url.path}"), {}
+        err, headers = UnknownModule(f"no such endpoint: {request.scope['path'][:200]}"), {}
     else:
         return EnvelopeResponse(3, None, str(exc.detail), exc.status_code, dict(exc.headers or {}))
     return EnvelopeResponse(err.code, None, err.message, err.status, headers)

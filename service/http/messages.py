@@ -85,10 +85,25 @@ def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[
     return store.Registration(message_id, now, recipient, campaign, segments, sent_at)
 
 
+async def collection(request: Request) -> Response:
+    """`/messages`: one route for both methods, so that a 405 names them both in `Allow`."""
+    if request.method == "POST":
+        return await register(request)
+    return await list_or_many(request)
+
+
+def path_id(request: Request, name: str, what: str) -> str:
+    """An id from the path. PostgreSQL text cannot hold NUL, so no stored id has one: not found."""
+    value: str = request.path_params[name]
+    if "\x00" in value:
+        raise NotFound(f"{what} not found", {name: value.replace("\x00", "\\0")[:255]})
+    return value
+
+
 async def get_one(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
-    message_id = request.path_params["id"]
+    message_id = path_id(request, "id", "message")
     async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         record = await store.get_message(conn, message_id)
     if record is None:
@@ -99,7 +114,7 @@ async def get_one(request: Request) -> Response:
 async def history(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
-    message_id = request.path_params["id"]
+    message_id = path_id(request, "id", "message")
     async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         exists = await store.get_message(conn, message_id)
         events = await store.get_history(conn, message_id) if exists else []

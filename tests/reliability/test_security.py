@@ -463,13 +463,6 @@ def _resigned_for(c: Call, dialect: str, base_url: str) -> Call:
     return replace(c, headers=headers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: service/http/ingest.py _quarantine keeps the request's query string as received, `token=` "
-    "and all, and GET /quarantine (service/http/views.py quarantined) shows it: any API-key holder reads the "
-    "webhook token. Drop the `token` parameter before store.quarantine (no parser reads it; a replay is "
-    "not re-authenticated)",
-)
 def test_quarantine_keeps_no_webhook_token(secure_client: TestClient, db: str) -> None:
     """A refused payload whose sender put the webhook token in the URL (as Kannel's dlr-url does) is quarantined
     without the token: neither the row nor `GET /quarantine` holds it."""
