@@ -57,6 +57,14 @@ def text(value: Any, limit: int = MAX_TEXT) -> str | None:
     return _no_nul(result)
 
 
+MAX_SHORT = 64
+
+
+def short(value: Any) -> str | None:
+    """A short code or number: a recipient, an operator error code, a raw status word."""
+    return text(value, MAX_SHORT)
+
+
 def count(value: Any, limit: int = MAX_SEGMENTS) -> int | None:
     """A positive whole number, from a JSON integer or a decimal string."""
     if value is None or value == "":

@@ -30,10 +30,6 @@ def _status(value: Any) -> Status:
         raise fields.FieldError(f"unknown status {value[:40]!r}; must be one of {_STATUS_NAMES}") from None
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if isinstance(data, dict):
@@ -61,9 +57,9 @@ def _item(data: dict[str, Any], index: int, parts: RequestParts, received_at: da
     segment = f.read(data, "segment", fields.count)
     segments = f.read(data, "segments", fields.count)
     event_time = f.read(data, "time", fields.timestamp)
-    recipient = f.read(data, "to", _short)
+    recipient = f.read(data, "to", fields.short)
     campaign = f.read(data, "campaign", fields.text)
-    error = f.read(data, "error", _short)
+    error = f.read(data, "error", fields.short)
     if segment is not None and segments is not None and segment > segments:
         f.add("segment", f"segment {segment} is greater than segments ({segments})")
     if status is Status.PDLIVRD and segment is not None:

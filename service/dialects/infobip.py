@@ -119,10 +119,6 @@ def _part_count(value: Any) -> int | None:
     return fields.count(value)
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
@@ -159,7 +155,7 @@ def _report(
     # Infobip's times carry their offset (`+0000`): when the report was finished, else when it was sent.
     done_at = f.read(entry, "doneAt", fields.timestamp)
     sent_at = f.read(entry, "sentAt", fields.timestamp)
-    recipient = f.read(entry, "to", _short)
+    recipient = f.read(entry, "to", fields.short)
     # The send request's id groups the messages of one bulk send: the nearest thing to a campaign.
     campaign = f.read(entry, "bulkId", fields.text)
     if f:

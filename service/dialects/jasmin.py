@@ -37,7 +37,6 @@ RECEIPT_STATUS: dict[str, Status | None] = {
     "ACCEPTD": Status.ACCEPTD,  # Jasmin keeps waiting after it: not final
     "UNKNOWN": None,
 }
-_SHORT = 64
 
 
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
@@ -48,10 +47,10 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = {key: value for key, value in data.items() if value != NOT_DEFINED}
     f = fields.FieldErrors()
     message_id = f.read(data, "id", fields.message_id, required=True)
-    message_status = f.read(data, "message_status", _short, required=True)
+    message_status = f.read(data, "message_status", fields.short, required=True)
     f.read(data, "level", _level)  # checked, not used: the status words say which level they are
-    err = f.read(data, "err", _short)
-    donedate = f.read(data, "donedate", _short)
+    err = f.read(data, "err", fields.short)
+    donedate = f.read(data, "donedate", fields.short)
     if f:
         return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
     status = jasmin_status(message_status)
@@ -94,10 +93,6 @@ def _level(value: Any) -> str | None:
     if not isinstance(value, str) or value.strip() not in LEVELS:
         raise fields.FieldError("must be 1 (SMSC level) or 2 (terminal level)")
     return value.strip()
-
-
-def _short(value: Any) -> str | None:
-    return fields.text(value, _SHORT)
 
 
 DIALECT = Dialect(NAME, parse, ack="jasmin")

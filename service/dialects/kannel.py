@@ -45,7 +45,6 @@ TYPE_STATUS: tuple[tuple[int, Status], ...] = (
 # A failure's receipt `stat:` may say which failure it was; anything else stays UNDELIV.
 FAILURES = frozenset({Status.EXPIRED, Status.REJECTD, Status.DELETED, Status.UNDELIV})
 
-_SHORT = 64
 _ANSWER_MAX = 65535
 _TYPE_RULE = "must be a Kannel DLR type: 1, 2, 4, 8, 16, 32 or a sum of them"
 
@@ -61,7 +60,7 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     message_id = f.read(data, "id", fields.message_id, required=True)
     dlr_type = f.read(data, "type", _dlr_type, required=True)
     answer = f.read(data, "answer", _answer)
-    recipient = f.read(data, "to", _short)
+    recipient = f.read(data, "to", fields.short)
     ts = f.read(data, "ts", fields.timestamp)
     if f:
         return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
@@ -138,11 +137,7 @@ def _error(answer: str | None, receipt: Receipt | None) -> str | None:
 
 
 def _clip(value: str | None) -> str | None:
-    return value[:_SHORT] if value else None
-
-
-def _short(value: Any) -> str | None:
-    return fields.text(value, _SHORT)
+    return value[: fields.MAX_SHORT] if value else None
 
 
 def _answer(value: Any) -> str | None:

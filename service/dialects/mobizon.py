@@ -59,10 +59,6 @@ def _data(value: Any) -> dict[str, Any]:
     return value
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     event = decode_request(parts)
     if not isinstance(event, dict):
@@ -76,7 +72,7 @@ def _report(event: dict[str, Any], parts: RequestParts, received_at: datetime) -
     if f:
         # A form event's data has another shape: listing its "missing" SMS fields would only confuse.
         return ItemError(0, f.code, f.errors, parts)
-    event_id = f.read(event, "eventId", _short, required=True)
+    event_id = f.read(event, "eventId", fields.short, required=True)
     created = f.read(event, "eventCreateTs", fields.timestamp)
     data = f.read(event, "data", _data, required=True)
     if data is None:
@@ -89,7 +85,7 @@ def _report(event: dict[str, Any], parts: RequestParts, received_at: datetime) -
     campaign = inner.read(data, "campaignId", fields.text)
     # Mobizon's `*Ts` fields carry no zone (and the docs name none): read as UTC, like every zone-less time.
     updated = inner.read(data, "statusUpdateTs", fields.timestamp)
-    recipient = inner.read(data, "to", _short)
+    recipient = inner.read(data, "to", fields.short)
     for name, reason in inner.errors.items():
         f.add(f"data.{name}", reason)
     f.missing.update(f"data.{name}" for name in inner.missing)

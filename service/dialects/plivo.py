@@ -78,10 +78,6 @@ def _error_code(value: Any) -> str | None:
     return code
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
@@ -96,7 +92,7 @@ def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) ->
     sequence = f.read(data, "Sequence", _sequence)
     segments = f.read(data, "Units", fields.count)
     times = [f.read(data, name, fields.timestamp) for name in EVENT_TIMES]
-    recipient = f.read(data, "To", _short)
+    recipient = f.read(data, "To", fields.short)
     error = f.read(data, "ErrorCode", _error_code)
     if f:
         return ItemError(0, f.code, f.errors, parts, message_id)

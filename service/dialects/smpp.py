@@ -8,7 +8,6 @@ are per part (each part has its own SMSC id), so no segment is named.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from service import fields
 from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
@@ -20,7 +19,6 @@ from service.store import IncomingReport
 NAME = "smpp"
 # Where the receipt text is, by how it came: the name an error points at.
 _GET_FIELD, _FORM_FIELD, _BODY = "answer", "text", "body"
-_SHORT = 64  # error codes and raw states: anything longer is not one
 
 
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
@@ -30,8 +28,8 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
         raise PayloadError({where: "not an SMPP delivery receipt (neither id: nor stat: found)"})
     f = fields.FieldErrors()
     message_id = f.read({"id": receipt.id}, "id", fields.message_id, required=True)
-    stat = f.read({"stat": receipt.stat}, "stat", _short, required=True)
-    error = f.read({"err": receipt.err}, "err", _short)
+    stat = f.read({"stat": receipt.stat}, "stat", fields.short, required=True)
+    error = f.read({"err": receipt.err}, "err", fields.short)
     if f:
         return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
     return Parsed([_report(receipt, message_id, stat, error, received_at)], batch=False)
@@ -76,10 +74,6 @@ def _parameter(encoded: bytes, name: str, other: str) -> str:
     if not value:
         raise PayloadError({name: "required: the receipt text (id:... stat:...)"}, code=11)
     return value
-
-
-def _short(value: Any) -> str | None:
-    return fields.text(value, _SHORT)
 
 
 DIALECT = Dialect(NAME, parse)

@@ -54,10 +54,6 @@ def _status(value: Any) -> Status | None:
     return fields.word(value, STATUSES)
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def _given(value: Any) -> bool:
     return value is not None and value != ""
 
@@ -80,8 +76,8 @@ def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) ->
     status_field = _field(data, "MessageStatus", "SmsStatus")
     message_id = f.read(data, sid_field, fields.message_id, required=True)
     status = f.read(data, status_field, _status, required=True)
-    recipient = f.read(data, "To", _short)
-    error = f.read(data, "ErrorCode", _short)
+    recipient = f.read(data, "To", fields.short)
+    error = f.read(data, "ErrorCode", fields.short)
     event_time = f.read(data, "RawDlrDoneDate", done_date)
     if f:
         return ItemError(0, f.code, f.errors, parts, message_id)

@@ -63,10 +63,6 @@ def _status(value: Any) -> Status | None:
     return fields.word(value, STATUSES)
 
 
-def _short(value: Any) -> str | None:
-    return fields.text(value, 64)
-
-
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
@@ -78,8 +74,8 @@ def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) ->
     f = fields.FieldErrors()
     message_id = f.read(data, "messageId", fields.message_id, required=True)
     status = f.read(data, "status", _status, required=True)
-    recipient = f.read(data, "msisdn", _short)
-    error = f.read(data, "err-code", _short)
+    recipient = f.read(data, "msisdn", fields.short)
+    error = f.read(data, "err-code", fields.short)
     event_time = f.read(data, "scts", done_date)
     if event_time is None and "scts" not in f.errors:
         # `YYYY-MM-DD HH:MM:SS`, UTC: when Vonage pushed the receipt, the nearest time there is without scts.

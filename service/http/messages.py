@@ -75,7 +75,7 @@ def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[
         return {"item": "must be a JSON object"}, 1
     f = fields.FieldErrors()
     message_id = f.read(entry, "id", fields.message_id, required=True)
-    recipient = f.read(entry, "to", lambda v: fields.text(v, 64))
+    recipient = f.read(entry, "to", fields.short)
     campaign = f.read(entry, "campaign", fields.text)
     segments = f.read(entry, "segments", fields.count)
     sent_at = f.read(entry, "sent_at", fields.timestamp)
@@ -155,7 +155,7 @@ async def _many(app: Any, raw: Any) -> Response:
 async def _page(app: Any, params: dict[str, Any]) -> Response:
     f = fields.FieldErrors()
     campaign = f.read(params, "campaign", fields.text)
-    recipient = f.read(params, "to", lambda v: fields.text(v, 64))
+    recipient = f.read(params, "to", fields.short)
     status = f.read(params, "status", _status)
     since = f.read(params, "since", fields.timestamp)
     until = f.read(params, "until", fields.timestamp)
