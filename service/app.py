@@ -100,6 +100,9 @@ class AnythingConvertor(PathConvertor):
     regex = r"[\s\S]*"
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+
+
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server first)")
@@ -157,7 +160,8 @@ def create_app(settings: Settings) -> Starlette:
 
     register_url_convertor("anything", AnythingConvertor())
     routes = [
-        Route("/dlr/{dialect}", ingest.ingest, methods=["GET", "POST"]),
+        # Every method reaches the handler: which ones a sender may use depends on the dialect (Allow).
+        Route("/dlr/{dialect}", ingest.ingest, methods=list(HTTP_METHODS)),
         Route("/messages", messages.collection, methods=["GET", "POST"]),
         Route("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),

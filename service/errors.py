@@ -97,7 +97,11 @@ UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether an exception means the database is unreachable or refusing, so the caller should retry."""
-    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError):
+    # InternalClientError: asyncpg's protocol state is out of step with the socket, which is what a
+    # pooled connection whose session the server ended (restart, failover, pg_terminate_backend)
+    # raises on its next use (MagicStack/asyncpg#784, #1069). The pool drops such a connection on
+    # release, so a retry gets a fresh one.
+    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return (getattr(exc, "sqlstate", None) or "")[:2] in UNAVAILABLE_SQLSTATE_CLASSES

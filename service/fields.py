@@ -34,11 +34,21 @@ def _no_nul(text: str) -> str:
     return text
 
 
+def _as_text(value: Any) -> str:
+    """Text as sent; a JSON whole number counts as its decimal digits. JSON does not tell 7 from 7.0 (nor
+    does JSON Schema's `integer`), so an integral float is the same whole number."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise FieldError("must be a string")
+
+
 def message_id(value: Any) -> str:
-    """A message id is text kept exactly as sent; a JSON integer counts as its decimal text."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise FieldError("must be a string")
-    text = str(value)
+    """A message id is text kept exactly as sent; a JSON whole number counts as its decimal text."""
+    text = _as_text(value)
     if not text.strip():
         raise FieldError("must not be empty")
     if len(text) > MAX_ID:
@@ -49,9 +59,7 @@ def message_id(value: Any) -> str:
 def text(value: Any, limit: int = MAX_TEXT) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise FieldError("must be a string")
-    result = str(value)
+    result = _as_text(value)
     if len(result) > limit:
         raise FieldError(f"longer than {limit} characters")
     return _no_nul(result)

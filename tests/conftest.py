@@ -131,3 +131,21 @@ def database_outage(server_url: str, db: str) -> object:
             asyncio.run(_admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
 
     return outage
+
+
+@pytest.fixture
+def drop_connections(server_url: str, db: str) -> object:
+    """`drop_connections()` ends every server session on the test database, as a PostgreSQL restart or
+    failover does: the service's pooled connections die while idle, and new ones are still taken."""
+    name = urlsplit(db).path.lstrip("/")
+
+    def drop() -> None:
+        asyncio.run(
+            _admin(
+                server_url,
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+            )
+        )
+
+    return drop

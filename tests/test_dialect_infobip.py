@@ -171,6 +171,9 @@ def test_missing_optional_fields_and_zero_parts() -> None:
         ({"doneAt": "24/11/2025 16:00"}, 1, "doneAt"),
         ({"smsCount": -1}, 1, "smsCount"),
         ({"error": "EC_ABSENT_SUBSCRIBER"}, 1, "error"),
+        # false == 0 in Python, but it is neither Infobip's "0 parts" nor its "no error" id 0
+        ({"smsCount": False}, 1, "smsCount"),
+        ({"error": {"id": False}}, 1, "error"),
     ],
 )
 def test_bad_report_fails_alone_and_replays(change: dict[str, Any], code: int, field: str) -> None:

@@ -99,6 +99,11 @@ def test_many_ids_at_once(client: TestClient) -> None:
     assert data["not_found"] == ["zz"]
     too_many = client.get("/messages?ids=" + ",".join(str(i) for i in range(101)))
     assert (too_many.status_code, too_many.json()["code"]) == (400, 12)
+    # `ids` is a lookup, not a listing: a filter next to it would be silently ignored, so it is refused.
+    mixed = client.get("/messages?ids=a,b&status=DELIVRD&limit=5")
+    assert (mixed.status_code, mixed.json()["code"]) == (400, 1)
+    assert set(mixed.json()["data"]) == {"status", "limit"}
+    assert client.get("/messages?ids=a&status=&cursor=").json()["data"]["items"][0]["id"] == "a"
 
 
 def test_list_filters_and_keyset_pagination(client: TestClient) -> None:
@@ -225,6 +230,44 @@ def test_database_down_is_503_code_10_with_retry_after(settings: Settings, datab
             assert client.get("/healthz").status_code == 200
         assert client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"}).status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_connections_dropped_under_load_are_503_or_applied_never_500(settings: Settings, drop_connections) -> None:  # type: ignore[no-untyped-def]
+    """Server sessions ended under load (a restart, a failover) break pooled connections in several
+    ways inside asyncpg, idle or mid-statement; each request must get a retryable 503 code 10 or be
+    applied, never a 500, and everything acknowledged must be stored."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = threading.Event()
+
+    def sender(worker: int) -> list[tuple[str, int, int | None]]:
+        answers = []
+        sent = 0
+        while not done.is_set():
+            message_id = f"drop{worker}-{sent}"
+            sent += 1
+            response = client.post("/dlr/generic", json={"id": message_id, "status": "DELIVRD"})
+            code = response.json()["code"] if response.status_code in (200, 503) else None
+            answers.append((message_id, response.status_code, code))
+        return answers
+
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(sender, worker) for worker in range(4)]
+        for _ in range(15):
+            time.sleep(0.05)
+            drop_connections()
+        done.set()
+        answers = [answer for future in futures for answer in future.result()]
+        assert {(status, code) for _, status, code in answers} <= {(200, 0), (503, 10)}, answers
+        applied = [message_id for message_id, status, _ in answers if status == 200]
+        assert client.post("/dlr/generic", json={"id": "after", "status": "ACCEPTD"}).status_code == 200
+        assert applied, "no report was applied at all"
+        for start in range(0, len(applied), 100):
+            page = client.get("/messages", params={"ids": ",".join(applied[start : start + 100])}).json()["data"]
+            assert page["not_found"] == []
+            assert {message["status"] for message in page["items"]} == {"DELIVRD"}
 
 
 def test_campaign_statistics_are_at_most_ttl_old(settings: Settings) -> None:

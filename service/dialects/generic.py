@@ -9,8 +9,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -79,4 +80,30 @@ def _item(data: dict[str, Any], index: int, parts: RequestParts, received_at: da
     )
 
 
-DIALECT = Dialect(NAME, parse)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    report = schemas.obj(
+        ["id", "status"],
+        {
+            "id": schemas.message_id(form),
+            "status": schemas.word([s.value for s in Status]),
+            "segment": schemas.count(form),
+            "segments": schemas.count(form),
+            "time": schemas.moment(form),
+            "to": schemas.short(form),
+            "campaign": schemas.text(fields.MAX_TEXT, form),
+            "error": schemas.short(form),
+        },
+        form,
+    )
+    # PDLIVRD is a message status, never addressed to a segment: as much of _item's rules as a schema can say.
+    report["if"] = {"properties": {"status": {"const": "PDLIVRD"}}, "required": ["status"]}
+    report["then"] = {"properties": {"segment": {"enum": [""]} if form else schemas.NULL}}
+    if not form:
+        return {"oneOf": [report, {"type": "array", "minItems": 1, "maxItems": max_batch, "items": report}]}
+    return report
+
+
+DIALECT = Dialect(NAME, parse, describe)

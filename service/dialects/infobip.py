@@ -17,8 +17,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -107,14 +108,14 @@ def _error_code(value: Any) -> str | None:
     code = value.get("id")
     if code is None or code == "":
         code = value.get("name")
-    if code in (0, "0") or code == "NO_ERROR":
+    if (code in (0, "0") and not isinstance(code, bool)) or code == "NO_ERROR":
         return None
     return fields.text(code, 64)
 
 
 def _part_count(value: Any) -> int | None:
     # A report for a message refused before it was split may say 0 parts: that is "unknown", not an error.
-    if value in (0, "0"):
+    if value in (0, "0") and not isinstance(value, bool):  # False == 0, but is no count
         return None
     return fields.count(value)
 
@@ -173,4 +174,27 @@ def _report(
     )
 
 
-DIALECT = Dialect(NAME, parse, ack="envelope")
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    """JSON only (a form cannot carry `results` objects), and never a GET."""
+    if transport != "json":
+        return None
+    text = {"type": "string", "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
+    code = {"anyOf": [text, {"type": "integer"}, schemas.NULL]}
+    report = schemas.obj(
+        ["messageId", "status"],
+        {
+            "messageId": schemas.message_id(False),
+            "status": {"type": "object"},  # read leniently: numbers first, names after, unknown is unmapped
+            "error": {"anyOf": [{"type": "object", "properties": {"id": code, "name": code}}, schemas.NULL]},
+            "smsCount": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": fields.MAX_SEGMENTS}, schemas.NULL]},
+            "doneAt": schemas.moment(False),
+            "sentAt": schemas.moment(False),
+            "to": schemas.short(False),
+            "bulkId": schemas.text(fields.MAX_TEXT, False),
+        },
+    )
+    results = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": report}
+    return schemas.obj(["results"], {"results": results})
+
+
+DIALECT = Dialect(NAME, parse, describe, ack="envelope")

@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
 from service.dialects.receipt import receipt_time
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -95,4 +96,16 @@ def _level(value: Any) -> str | None:
     return value.strip()
 
 
-DIALECT = Dialect(NAME, parse, ack="jasmin")
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    status = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": "^(?!ND$)[^\\x00]*$"}
+    return schemas.obj(
+        ["id", "message_status"],
+        {"id": schemas.message_id(form), "message_status": status, "level": {"type": "string", "enum": sorted(LEVELS)}},
+        form,
+    )
+
+
+DIALECT = Dialect(NAME, parse, describe, ack="jasmin")

@@ -18,9 +18,10 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
 from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -145,4 +146,21 @@ def _answer(value: Any) -> str | None:
     return fields.text(value, _ANSWER_MAX)
 
 
-DIALECT = Dialect(NAME, parse)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    return schemas.obj(
+        ["id", "type"],
+        {
+            "id": schemas.message_id(form),
+            "type": {"type": "string", "pattern": "^ *0*([1-9]|[1-5][0-9]|6[0-3]) *$"},  # 1.._ALL_BITS
+            "answer": {"type": "string", "maxLength": _ANSWER_MAX},  # read leniently: any receipt text
+            "to": schemas.short(form),
+            "ts": schemas.moment(form),
+        },
+        form,
+    )
+
+
+DIALECT = Dialect(NAME, parse, describe)

@@ -21,8 +21,9 @@ import hmac
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -139,4 +140,29 @@ def verify(parts: RequestParts, secret: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
 
 
-DIALECT = Dialect(NAME, parse, ack="envelope", verify=verify)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    """A JSON event, or the same event as a form with PHP-style `data[...]` keys. Mobizon never sends a GET."""
+    if transport in ("text", "query"):
+        return None
+    form = transport == "form"
+    event_id = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
+    top = {
+        "eventId": event_id if form else {"anyOf": [event_id, {"type": "integer"}]},
+        "eventType": {"const": EVENT_TYPE},
+        "eventCreateTs": schemas.moment(form),
+    }
+    data = {
+        "messageId": schemas.message_id(form),
+        "status": {**schemas.ASCII_WORD, "maxLength": MAX_STATUS},  # unknown words are kept unmapped, not refused
+        "segNum": schemas.count(form),
+        "campaignId": schemas.text(fields.MAX_TEXT, form),
+        "statusUpdateTs": schemas.moment(form),
+        "to": schemas.short(form),
+    }
+    if form:
+        flat = {f"data[{name}]": schema for name, schema in data.items()}
+        return schemas.obj(["eventId", "eventType", "data[messageId]", "data[status]"], {**top, **flat}, form)
+    return schemas.obj(["eventId", "eventType", "data"], {**top, "data": schemas.obj(["messageId", "status"], data)})
+
+
+DIALECT = Dialect(NAME, parse, describe, ack="envelope", verify=verify)

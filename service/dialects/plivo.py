@@ -22,8 +22,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+from service import field_schemas as schemas
 from service import fields
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -135,4 +136,27 @@ def verify(parts: RequestParts, secret: str) -> bool:
     return valid
 
 
-DIALECT = Dialect(NAME, parse, ack="envelope", verify=verify)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    digits = {"type": "string", "pattern": f"^ *[0-9]{{1,{MAX_SEQUENCE_DIGITS}}} *$"}
+    number = {"type": "integer", "minimum": 0, "maximum": 10**MAX_SEQUENCE_DIGITS - 1}
+    sequence = schemas.optional(digits if form else {"anyOf": [digits, number]}, form)
+    status = {**schemas.ASCII_WORD, "maxLength": 32}  # unknown words are kept unmapped, not refused
+    return schemas.obj(
+        ["MessageUUID", "Status"],
+        {
+            "MessageUUID": schemas.message_id(form),
+            "Status": status,
+            "Sequence": sequence,
+            "Units": schemas.count(form),
+            "DeliveryReportTime": schemas.moment(form),
+            "To": schemas.short(form),
+            "ErrorCode": schemas.short(form),
+        },
+        form,
+    )
+
+
+DIALECT = Dialect(NAME, parse, describe, ack="envelope", verify=verify)

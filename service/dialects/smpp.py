@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from service import field_schemas as schemas
 from service import fields
 from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, TEXT, PayloadError, RequestParts, UnsupportedFormat
 from service.store import IncomingReport
@@ -76,4 +77,22 @@ def _parameter(encoded: bytes, name: str, other: str) -> str:
     return value
 
 
-DIALECT = Dialect(NAME, parse)
+# What a schema can say of a receipt: `id:` and `stat:` first, then no further `label:`. The parser is more
+# lenient (it finds them anywhere), so this describes what a sender should send.
+RECEIPT_SCHEMA: schemas.Schema = {
+    "type": "string",
+    "pattern": "^id:[!-~]{1,64} stat:[A-Za-z0-9_]{1,32}( [ -9;-~]{0,40})?$",
+}
+
+
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return RECEIPT_SCHEMA
+    if transport == "form":
+        return schemas.obj([_FORM_FIELD], {_FORM_FIELD: RECEIPT_SCHEMA}, form=True)
+    if transport == "query":
+        return schemas.obj([_GET_FIELD], {_GET_FIELD: RECEIPT_SCHEMA})
+    return None
+
+
+DIALECT = Dialect(NAME, parse, describe)

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from service import field_schemas as schemas
 from service import fields
 from service.dialects.carrier_time import done_date
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -164,4 +165,21 @@ def _url_variants(url: str) -> list[str]:
     return [url, prefix + other + url[len(prefix) + len(split.netloc) :]]
 
 
-DIALECT = Dialect(NAME, parse, ack="empty", verify=verify)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    return schemas.obj(
+        ["MessageSid", "MessageStatus"],
+        {
+            "MessageSid": schemas.message_id(form),
+            "MessageStatus": schemas.word(list(STATUSES)),
+            "To": schemas.short(form),
+            "ErrorCode": schemas.short(form),
+            "RawDlrDoneDate": schemas.done_date(form),
+        },
+        form,
+    )
+
+
+DIALECT = Dialect(NAME, parse, describe, ack="empty", verify=verify)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from service.payloads import RequestParts
 from service.store import IncomingReport
@@ -32,14 +32,26 @@ class Parsed:
 # (for duplicates, unmappable values and quarantined payloads too, or it retries), or an empty 200.
 Acknowledgement = Literal["envelope", "jasmin", "empty"]
 
+# Where a sender puts its fields: a form body, a JSON body, a plain-text body, or a GET's query string.
+Transport = Literal["form", "json", "text", "query"]
+# (transport, max_batch) -> the JSON Schema of what the parser takes that way, or None: the sender never
+# sends that way (the service refuses a GET for it with 405; the OpenAPI document leaves the rest out).
+Description = Callable[[Transport, int], dict[str, Any] | None]
+
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """One sender's format: a pure parser, how to answer it, and its own signature scheme if it has one."""
+    """One sender's format: a pure parser, what it takes (for /openapi.json), how to answer it, and its
+    own signature scheme if it has one."""
 
     name: str
     parse: Callable[[RequestParts, datetime, int], Parsed]
+    describe: Description
     ack: Acknowledgement = "envelope"
     # (parts, secret) -> whether the sender's own signature holds; checked when
     # DLR_WEBHOOK_SECRET_<NAME> is set. Dialects without one get Standard Webhooks signatures instead.
     verify: Callable[[RequestParts, str], bool] | None = None  # (parts with .url set, secret)
+
+    @property
+    def takes_get(self) -> bool:
+        return self.describe("query", 1) is not None

@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from service import field_schemas as schemas
 from service import fields
 from service.dialects.carrier_time import done_date
-from service.dialects.types import Dialect, ItemError, Parsed
+from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
 from service.statuses import Status
@@ -185,4 +186,21 @@ def _signed_sets(params: dict[str, str]) -> list[dict[str, str]]:
     return unique
 
 
-DIALECT = Dialect(NAME, parse, verify=verify)
+def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
+    if transport == "text":
+        return None
+    form = transport != "json"
+    return schemas.obj(
+        ["messageId", "status"],
+        {
+            "messageId": schemas.message_id(form),
+            "status": schemas.word(list(STATUSES)),
+            "msisdn": schemas.short(form),
+            "err-code": schemas.short(form),
+            "scts": schemas.done_date(form),
+        },
+        form,
+    )
+
+
+DIALECT = Dialect(NAME, parse, describe, verify=verify)

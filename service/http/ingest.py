@@ -43,6 +43,10 @@ def dialect_for(name: str) -> Dialect:
     return dialect
 
 
+# The methods each sender calls back with: GET only for those whose dialect reads a query string.
+ALLOWED = {name: ("GET", "POST") if dialect.takes_get else ("POST",) for name, dialect in DIALECTS.items()}
+
+
 def _signed_url(request: Request, public_url: str | None) -> str:
     """The URL a sender signed: as received (scheme, Host with its port, path, query), or under
     DLR_PUBLIC_URL when a proxy in front changed the scheme or host."""
@@ -57,10 +61,14 @@ def _signed_url(request: Request, public_url: str | None) -> str:
 
 async def ingest(request: Request) -> Response:
     app = state(request)
-    if request.method == "HEAD":
-        # Starlette answers HEAD on every GET route; a HEAD must never store a report.
-        raise MethodNotAllowed("HEAD is not allowed on /dlr/*: send GET or POST", headers={"Allow": "GET, POST"})
     dialect = dialect_for(request.path_params["dialect"])
+    allowed = ALLOWED[dialect.name]
+    # A HEAD (which Starlette would route with GET) must never store a report.
+    if request.method not in allowed:
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed on /dlr/{dialect.name}: send {' or '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
     logs.dialect.set(dialect.name)
     require_webhook_token(request, app.settings.token_for(dialect.name))
     parts = RequestParts(

@@ -21,6 +21,9 @@ from service.payloads import PayloadError, RequestParts, decode_request, media_t
 from service.statuses import Status
 
 MAX_IDS = 100
+MAX_TEXT = 10_000  # a registered message's text, kept for whoever looks the message up
+# What filters and pages a listing; meaningless next to `ids`, so refused there rather than ignored.
+PAGE_PARAMETERS = ("campaign", "to", "status", "since", "until", "limit", "cursor")
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 
@@ -79,7 +82,7 @@ def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[
     campaign = f.read(entry, "campaign", fields.text)
     segments = f.read(entry, "segments", fields.count)
     sent_at = f.read(entry, "sent_at", fields.timestamp)
-    f.read(entry, "text", lambda v: fields.text(v, 10_000))
+    f.read(entry, "text", lambda v: fields.text(v, MAX_TEXT))
     if f:
         return f.errors, f.code
     return store.Registration(message_id, now, recipient, campaign, segments, sent_at)
@@ -128,6 +131,9 @@ async def list_or_many(request: Request) -> Response:
     require_api_key(request, app.settings.api_keys)
     params = query(request)
     if "ids" in params:
+        mixed = [name for name in PAGE_PARAMETERS if params.get(name, "") != ""]
+        if mixed:
+            raise field_error({name: "cannot be combined with ids" for name in mixed}, 1)
         return await _many(app, params["ids"])
     return await _page(app, params)
 

@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 description served at `/openapi.json`, written out by hand from DESIGN §2."""
+"""The OpenAPI 3.1 description served at `/openapi.json`: DESIGN §2, with every field as strict as the code
+that reads it (tests/reliability/test_fuzz.py runs schemathesis against this document and must find nothing).
+
+Each sender has its own path (`/dlr/kannel`, ...) with the fields its dialect's `describe` states, the
+content types it sends and the answer it gets.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ import json
 from functools import cache
 from typing import Any
 
-from service import __version__
+from service import __version__, fields
+from service import field_schemas as schemas
+from service.dialects import DIALECTS, Dialect
+from service.http import messages
+from service.payloads import FORM, JSON, TEXT
 from service.statuses import Status
 
 STATUS = {"type": "string", "enum": [s.value for s in Status]}
@@ -22,44 +31,16 @@ def _envelope(data: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+ENVELOPE = {"content": {JSON: {"schema": {"$ref": "#/components/schemas/Envelope"}}}}
+
+
 def _answers(data: dict[str, Any], *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "200": {"description": "code 0", "content": {"application/json": {"schema": _envelope(data)}}}
-    }
+    out: dict[str, Any] = {"200": {"description": "code 0", "content": {JSON: {"schema": _envelope(data)}}}}
     for status in errors:
-        out[str(status)] = {
-            "description": "an error in the envelope",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
-        }
+        out[str(status)] = {"description": "an error in the envelope", **ENVELOPE}
     return out
 
 
-REPORT = {
-    "type": "object",
-    "required": ["id", "status"],
-    "properties": {
-        "id": {"type": ["string", "integer"]},
-        "status": STATUS,
-        "segment": {"type": ["integer", "string"]},
-        "segments": {"type": ["integer", "string"]},
-        "time": {"type": ["string", "number"], "description": "ISO-8601 or unix seconds"},
-        "to": {"type": "string"},
-        "campaign": {"type": "string"},
-        "error": {"type": "string"},
-    },
-}
-REGISTRATION = {
-    "type": "object",
-    "required": ["id"],
-    "properties": {
-        "id": {"type": ["string", "integer"]},
-        "to": {"type": "string"},
-        "campaign": {"type": "string"},
-        "segments": {"type": "integer", "minimum": 1, "maximum": 255},
-        "sent_at": {"type": ["string", "number"]},
-        "text": {"type": "string"},
-    },
-}
 MESSAGE = {
     "type": "object",
     "properties": {
@@ -102,28 +83,145 @@ def _param(name: str, where: str = "query", required: bool = False, schema: Any 
     return {"name": name, "in": where, "required": required, "schema": schema or {"type": "string"}}
 
 
-def build() -> dict[str, Any]:
-    ingest = {
-        "parameters": [_param("dialect", "path", True)],
-        "post": {
-            "summary": "Receive delivery reports (form, JSON object or JSON array batch)",
-            "requestBody": {
-                "content": {
-                    "application/x-www-form-urlencoded": {"schema": REPORT},
-                    "application/json": {"schema": {"oneOf": [REPORT, {"type": "array", "items": REPORT}]}},
-                }
-            },
-            "responses": _answers(RESULT, 400, 401, 404, 413, 415, 503),
-        },
-        "get": {
-            "summary": "Receive one delivery report as a query string",
-            "parameters": [
-                _param(n) for n in ("id", "status", "segment", "segments", "time", "to", "campaign", "error")
-            ],
-            "responses": _answers(RESULT, 400, 401, 404, 503),
-        },
+def _ingest(dialect: Dialect, max_batch: int) -> dict[str, Any]:
+    """One sender's path: the content types it sends, its fields, and how it is answered."""
+    media = {FORM: "form", JSON: "json", TEXT: "text"}
+    body = {
+        kind: {"schema": schema}
+        for kind, transport in media.items()
+        if (schema := dialect.describe(transport, max_batch)) is not None  # type: ignore[arg-type]
     }
+    errors = {str(code): {"description": "an error in the envelope", **ENVELOPE} for code in (400, 401, 413, 415, 503)}
+    if dialect.ack == "jasmin":
+        ok: dict[str, Any] = {"description": "ACK/Jasmin", "content": {TEXT: {"schema": {"const": "ACK/Jasmin"}}}}
+        del errors["400"], errors["415"]  # refused payloads are acknowledged too (and quarantined)
+    elif dialect.ack == "empty":
+        ok = {"description": "an empty answer"}
+    else:
+        ok = {"description": "code 0", **ENVELOPE}
+    responses = {"200": ok, **errors}
+    json_body = body.get(JSON, {}).get("schema", {})
+    if "oneOf" in json_body or json_body.get("properties", {}).get("results"):
+        responses["207"] = {"description": "code 98: part of the batch applied", **ENVELOPE}
+    item: dict[str, Any] = {
+        "post": {
+            "summary": f"Delivery reports from {dialect.name}",
+            "requestBody": {"required": True, "content": body},
+            "responses": responses,
+        }
+    }
+    query = dialect.describe("query", max_batch)
+    if query is not None:
+        item["get"] = {
+            "summary": f"One delivery report from {dialect.name} as a query string",
+            "parameters": [
+                _param(name, required=name in query["required"], schema=schema)
+                for name, schema in query["properties"].items()
+            ],
+            "responses": {k: v for k, v in responses.items() if k not in ("207", "413", "415")},
+        }
+    return item
+
+
+def _registration(max_batch: int) -> dict[str, Any]:
+    one = schemas.obj(
+        ["id"],
+        {
+            "id": schemas.message_id(False),
+            "to": schemas.short(False),
+            "campaign": schemas.text(fields.MAX_TEXT, False),
+            "segments": schemas.count(False),
+            "sent_at": schemas.moment(False),
+            "text": schemas.text(messages.MAX_TEXT, False),
+        },
+    )
+    many = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": one}
+    return {"required": True, "content": {JSON: {"schema": {"oneOf": [one, many]}}}}
+
+
+# A page size as requests.page_limit reads it: 1..1000 (MAX_PAGE of both listings), leading zeros allowed,
+# empty for the default.
+LIMIT = {"type": "string", "pattern": "^(0*([1-9][0-9]{0,2}|1000))?$"}
+
+
+def _status_filter() -> dict[str, Any]:
+    return {"type": "string", "enum": ["", *(s.value for s in Status)]}
+
+
+def build(max_batch: int) -> dict[str, Any]:
     page = {"type": "object", "properties": {"items": {"type": "array", "items": MESSAGE}, "next_cursor": NULL_STR}}
+    many = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": MESSAGE}, "not_found": {"type": "array"}},
+    }
+    ids = f"^[^\\x00,]+(,[^\\x00,]+){{0,{messages.MAX_IDS - 1}}}$"
+    paths: dict[str, Any] = {f"/dlr/{name}": _ingest(dialect, max_batch) for name, dialect in sorted(DIALECTS.items())}
+    paths |= {
+        "/messages": {
+            "post": {
+                "summary": "Register sent messages (object or array)",
+                "requestBody": _registration(max_batch),
+                "responses": _answers({}, 207, 400, 401, 413, 415, 503),
+            },
+            "get": {
+                "summary": "Many messages by id (`ids`, alone), or a filtered, keyset-paginated page",
+                "parameters": [
+                    _param("ids", schema={"type": "string", "pattern": ids}),
+                    _param("campaign", schema=schemas.text(fields.MAX_TEXT, True)),
+                    _param("status", schema=_status_filter()),
+                    _param("to", schema=schemas.short(True)),
+                    _param("since", schema=schemas.moment(True)),
+                    _param("until", schema=schemas.moment(True)),
+                    _param("limit", schema=LIMIT),
+                    # Opaque: only a next_cursor the service handed out is valid.
+                    _param("cursor", schema={"type": "string", "maxLength": 2000, "pattern": "^[A-Za-z0-9_-]*$"}),
+                ],
+                "responses": _answers({"anyOf": [page, many]}, 400, 401, 503),
+            },
+        },
+        "/messages/{id}": {
+            "get": {
+                "summary": "One message's status",
+                "parameters": [_param("id", "path", True)],
+                "responses": _answers(MESSAGE, 401, 404, 503),
+            }
+        },
+        "/messages/{id}/history": {
+            "get": {
+                "summary": "Every report and sweep event, oldest first",
+                "parameters": [_param("id", "path", True)],
+                "responses": _answers({}, 401, 404, 503),
+            }
+        },
+        "/campaigns/{campaign}": {
+            "get": {
+                "summary": "Campaign statistics",
+                "parameters": [_param("campaign", "path", True)],
+                "responses": _answers({}, 401, 404, 503),
+            }
+        },
+        "/quarantine": {
+            "get": {
+                "summary": "Payloads that could not be parsed or validated, newest first",
+                "parameters": [
+                    _param("dialect", schema=schemas.text(fields.MAX_TEXT, True)),
+                    _param("limit", schema=LIMIT),
+                    _param("cursor", schema={"type": "string", "pattern": "^(0*[1-9][0-9]{0,17})?$"}),
+                ],
+                "responses": _answers({}, 400, 401, 503),
+            }
+        },
+        "/quarantine/{id}/replay": {
+            "post": {
+                "summary": "Feed a quarantined payload through ingestion again",
+                "parameters": [_param("id", "path", True, {"type": "integer"})],
+                "responses": _answers({}, 400, 401, 404, 503),
+            }
+        },
+        "/healthz": {"get": {"summary": "Process alive", "responses": _answers({})}},
+        "/readyz": {"get": {"summary": "Database reachable and schema at head", "responses": _answers({}, 503)}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -135,83 +233,10 @@ def build() -> dict[str, Any]:
             "schemas": {"Envelope": _envelope()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
-            "/dlr/{dialect}": ingest,
-            "/messages": {
-                "post": {
-                    "summary": "Register sent messages (object or array)",
-                    "requestBody": {
-                        "content": {
-                            "application/json": {
-                                "schema": {"oneOf": [REGISTRATION, {"type": "array", "items": REGISTRATION}]}
-                            }
-                        }
-                    },
-                    "responses": _answers({}, 207, 400, 401, 413, 415, 503),
-                },
-                "get": {
-                    "summary": "Many messages by id (`ids`), or a filtered, keyset-paginated page",
-                    "parameters": [
-                        _param("ids"),
-                        _param("campaign"),
-                        _param("status", schema=STATUS),
-                        _param("to"),
-                        _param("since"),
-                        _param("until"),
-                        _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000}),
-                        _param("cursor"),
-                    ],
-                    "responses": _answers(page, 400, 401, 503),
-                },
-            },
-            "/messages/{id}": {
-                "get": {
-                    "summary": "One message's status",
-                    "parameters": [_param("id", "path", True)],
-                    "responses": _answers(MESSAGE, 401, 404, 503),
-                }
-            },
-            "/messages/{id}/history": {
-                "get": {
-                    "summary": "Every report and sweep event, oldest first",
-                    "parameters": [_param("id", "path", True)],
-                    "responses": _answers({}, 401, 404, 503),
-                }
-            },
-            "/campaigns/{campaign}": {
-                "get": {
-                    "summary": "Campaign statistics",
-                    "parameters": [_param("campaign", "path", True)],
-                    "responses": _answers({}, 401, 404, 503),
-                }
-            },
-            "/quarantine": {
-                "get": {
-                    "summary": "Payloads that could not be parsed or validated, newest first",
-                    "parameters": [
-                        _param("dialect"),
-                        _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000}),
-                        _param("cursor"),
-                    ],
-                    "responses": _answers({}, 400, 401, 503),
-                }
-            },
-            "/quarantine/{id}/replay": {
-                "post": {
-                    "summary": "Feed a quarantined payload through ingestion again",
-                    "parameters": [_param("id", "path", True, {"type": "integer"})],
-                    "responses": _answers({}, 400, 401, 404, 503),
-                }
-            },
-            "/healthz": {"get": {"summary": "Process alive", "responses": _answers({})}},
-            "/readyz": {"get": {"summary": "Database reachable and schema at head", "responses": _answers({}, 503)}},
-            "/metrics": {
-                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}
-            },
-        },
+        "paths": paths,
     }
 
 
 @cache
-def spec() -> bytes:
-    return json.dumps(build(), separators=(",", ":")).encode()
+def spec(max_batch: int) -> bytes:
+    return json.dumps(build(max_batch), separators=(",", ":")).encode()

@@ -52,4 +52,4 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(spec(), media_type="application/json")
+    return Response(spec(request.app.state.settings.max_batch), media_type="application/json")
