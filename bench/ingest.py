@@ -4,10 +4,11 @@
 
 In one run, side by side, each on a fresh database and with wrk (installed with apt-get if missing)
 sending realistic traffic (unique ids, ACCEPTD then a final report per message, 10% two-part messages
-reporting per segment): a bare Starlette form endpoint that parses and answers (the ceiling),
-dlr-tracker with batching off, dlr-tracker as shipped, each with one uvicorn worker, then dlr-tracker
-with two workers. Prints requests/s (median of the runs), p50/p99 latency, non-2xx answers, peak RSS,
-the ratios, and checks that every acknowledged report is stored.
+reporting per segment): a bare Starlette form endpoint that parses and answers (the ceiling), the
+floor of durable ingest on this stack (the bare endpoint plus group commit of one row per report, answered
+after the commit: bench/floor_app.py), dlr-tracker with batching off, dlr-tracker as shipped, each with one
+uvicorn worker, then dlr-tracker with two workers. Prints requests/s (median of the runs), p50/p99 latency,
+non-2xx answers, peak RSS, the ratios, and checks that every acknowledged report is stored.
 """
 
 from __future__ import annotations
@@ -54,18 +55,18 @@ def run_load(url: str, seconds: float, connections: int) -> tuple[WrkResult, int
     return parse_wrk(out.stdout), int(acked.group(1)) if acked else 0
 
 
-async def stored_reports(dsn: str) -> int:
+async def stored_reports(dsn: str, table: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM history"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # our own table names
     finally:
         await conn.close()
 
 
-def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespace) -> Measured:
+def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespace, table: str = "history") -> Measured:
     try:
         run_load(service.url, 2, args.connections)  # warm-up: connections, caches, plans
-        before = asyncio.run(stored_reports(dsn)) if dsn is not None else 0
+        before = asyncio.run(stored_reports(dsn, table)) if dsn is not None else 0
         runs, acked = [], 0
         for _ in range(args.runs):
             result, ok = run_load(service.url, args.seconds, args.connections)
@@ -74,7 +75,7 @@ def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespa
         rss = service.peak_rss_mb()
     finally:
         service.stop()
-    stored = asyncio.run(stored_reports(dsn)) - before if dsn is not None else None
+    stored = asyncio.run(stored_reports(dsn, table)) - before if dsn is not None else None
     print(f"  {name}: {statistics.median(r.requests_per_second for r in runs):,.0f} req/s", file=sys.stderr)
     return Measured(name, runs, rss, acked, stored)
 
@@ -84,37 +85,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--no-two-workers", action="store_true", help="leave out the two-worker run")
     args = parser.parse_args()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--port", "{port}", "--log-level", "warning", "--no-access-log"]
 
     results: list[Measured] = []
     with database_server() as server:
-        bare = Service(
-            {},
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.bare_app:app",
-                "--port",
-                "{port}",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-        )
+        bare = Service({}, [*uvicorn, "bench.bare_app:app"])
         results.append(measure("bare Starlette (ceiling)", bare, None, args))
-        for name, env in [
+        dsn = fresh_database(server)
+        floor = Service({"DATABASE_URL": dsn}, [*uvicorn, "bench.floor_app:app"])
+        results.append(measure("durable floor (bare + group commit)", floor, dsn, args, "floor_reports"))
+        servers = [
             ("dlr-tracker, batching off", {"DLR_GROUP_COMMIT": "off"}),
             ("dlr-tracker as shipped", {}),
             ("dlr-tracker, 2 workers", {"WEB_CONCURRENCY": "2"}),
-        ]:
+        ]
+        for name, env in servers[:2] if args.no_two_workers else servers:
             dsn = fresh_database(server)
             service = Service({"DATABASE_URL": dsn, "LOG_LEVEL": "info", **env})
             results.append(measure(name, service, dsn, args))
             time.sleep(1)
 
     ceiling = results[0].median.requests_per_second
-    off = results[1].median.requests_per_second
+    off = results[2].median.requests_per_second
     rows = []
     for m in results:
         r = m.median

@@ -10,6 +10,7 @@ one message plus a resend, sent then an older failed, an undelivered GET, a sign
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -140,6 +141,14 @@ def test_split_part_stays_its_own_message() -> None:
     """ParentMessageUUID and PartInfo are not used: the report is for MessageUUID, at message level."""
     part = report(form(callback(MessageUUID="part-2-uuid", ParentMessageUUID=UUID, PartInfo="2 of 2")))
     assert (part.message_id, part.report.segment) == ("part-2-uuid", None)
+
+
+def test_sequence_in_json_may_be_written_with_a_fraction() -> None:
+    """JSON does not tell 2 from 2.0: both are Sequence 2."""
+    body = json.dumps({**callback(), "Sequence": 2.0}).encode()
+    [item] = parse(RequestParts("POST", "application/json", b"", body), RECEIVED, 1000).items
+    assert isinstance(item, IncomingReport)
+    assert item.sequence == 2
 
 
 def test_without_sequence_there_is_no_order_and_no_event_id() -> None:

@@ -66,6 +66,8 @@ def _sequence(value: Any) -> int | None:
         if not (stripped.isascii() and stripped.isdigit()) or len(stripped) > MAX_SEQUENCE_DIGITS:
             raise fields.FieldError("must be a whole number")
         value = int(stripped)
+    if isinstance(value, float) and value.is_integer():  # JSON's 2.0 is the whole number 2
+        value = int(value)
     if not isinstance(value, int) or not 0 <= value < 10**MAX_SEQUENCE_DIGITS:
         raise fields.FieldError("must be a whole number")
     return value

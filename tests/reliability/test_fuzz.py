@@ -797,6 +797,7 @@ OPAQUE_CURSOR = "not statable: /messages `cursor` is opaque (only next_cursor va
 JASMIN_ACK = "by design: Jasmin is acknowledged whatever it sends (refused payloads are quarantined)"
 LENIENT_RECEIPT = "by design: SMPP receipt text is read leniently (`id:`/`stat:` found anywhere)"
 IDS_ALONE = "not statable: `ids` excludes the page parameters (OpenAPI has no parameter dependencies)"
+EXTRA_FORM_FIELDS = "by design: a form's extra fields are ignored whatever their names (a schema names a safe few)"
 STALE_REPLAY = "state, not shape: replaying a payload that is still invalid answers 400"
 BATCH = "by design: a batch applies its valid items and refuses the rest (207, code 98)"
 
@@ -814,6 +815,10 @@ def explained(operation: str, check: str, case: Any, response: Any) -> str | Non
     page = [name for name in ("campaign", "to", "status", "since", "until", "limit", "cursor") if query.get(name)]
     if operation == "GET /messages" and check == "positive_data_acceptance" and query.get("ids") and page:
         return IDS_ALONE
+    if check == "negative_data_rejection" and case.media_type == FORM and isinstance(case.body, dict):
+        described = case.operation.definition.raw["requestBody"]["content"][FORM]["schema"]["properties"]
+        if any(name not in described for name in case.body):
+            return EXTRA_FORM_FIELDS
     if operation == "POST /quarantine/{id}/replay" and check == "positive_data_acceptance" and status == 400:
         return STALE_REPLAY
     if check == "negative_data_rejection" and status == 207:
