@@ -52,7 +52,7 @@ async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
         # A statement that runs longer than this is cancelled, so a stuck database cannot pin requests.
         command_timeout=seconds,
         timeout=seconds,
-        server_settings={"application_name": "dlr-tracker"},
+        server_settings={"application_name": "dlr-tracker", "plan_cache_mode": "force_custom_plan"},
     )
     assert pool is not None
     return pool
