@@ -92,10 +92,12 @@ def media_type(header: str | None) -> str | None:
 
 
 def _decode_component(raw: bytes, what: str, charset: str = "utf-8") -> str:
-    if _BAD_ESCAPE.search(raw):
-        raise PayloadError({what: "bad percent-encoding (a % not followed by two hex digits)"})
+    if b"%" in raw or b"+" in raw:  # most values have neither: nothing to unquote
+        if _BAD_ESCAPE.search(raw):
+            raise PayloadError({what: "bad percent-encoding (a % not followed by two hex digits)"})
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
     try:
-        text = unquote_to_bytes(raw.replace(b"+", b" ")).decode(charset)
+        text = raw.decode(charset)
     except UnicodeDecodeError:
         raise PayloadError({what: "not valid UTF-8" if charset == "utf-8" else f"not valid {charset}"}) from None
     if "\x00" in text:
@@ -119,7 +121,7 @@ def decode_form(raw: bytes, charset: str = "utf-8") -> dict[str, Any]:
 
 
 def _put(target: dict[str, Any], key: str, value: str) -> None:
-    match = _PHP_KEY.match(key)
+    match = _PHP_KEY.match(key) if "[" in key else None
     if not match:
         target[key] = value
         return

@@ -190,9 +190,10 @@ async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence
     messages = [
         {
             "id": i,
-            "status": r.state.status.value,
+            # StrEnum members are str: json writes them as their values (`.value` is a slow descriptor).
+            "status": r.state.status,
             "partial": r.state.partial,
-            "segment_statuses": [s.value for s in r.state.segments],
+            "segment_statuses": r.state.segments,
             "segment_updated_at": [t.isoformat() for t in r.segment_updated_at],
             "recipient": r.recipient,
             "campaign": r.campaign,
@@ -385,14 +386,14 @@ class _HistoryRow:
 def _report_history(r: IncomingReport, a: AppliedReport) -> _HistoryRow:
     return _HistoryRow(
         r.message_id,
-        r.report.status.value if r.report.status else None,
+        r.report.status,
         r.raw_status,
         r.report.segment,
         r.event_time,
         r.received_at,
         r.source,
         a.applied,
-        a.reason.value if a.reason else None,
+        a.reason,
         r.error,
         r.event_id,
         r.sequence,

@@ -77,20 +77,23 @@ class ReportWriter:
             return []
         if self._closed:
             raise ShuttingDown()
-        waiting = _Waiting(reports, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(reports, loop.create_future())
         if not self._batching:
             await self._commit([waiting])
             return await waiting.future
         self._queue.append(waiting)
         self._arrived.set()
+        # A caller waits at most one timeout for its turn and its commit, not for every stalled batch ahead
+        # of it: then its future is failed, and the writer skips it if it is still queued. A batch already
+        # committing may still commit it after the 503; the sender's retry is then a harmless duplicate.
+        # Nothing is acknowledged that is not stored. (A timer per request: wait_for(shield()) cost more
+        # than the status engine.)
+        timer = loop.call_later(self._timeout, _give_up, waiting.future)
         try:
-            # A caller waits at most one timeout for its turn and its commit, not for every stalled batch
-            # ahead of it. Shielded: the batch may still commit after the 503, and its sender's retry is
-            # then a duplicate, which is harmless; nothing is acknowledged that is not stored.
-            return await asyncio.wait_for(asyncio.shield(waiting.future), self._timeout)
-        except TimeoutError:
-            waiting.future.cancel()  # still queued: the writer skips it
-            raise Unavailable("could not save in time: the database is slow or away, retry later") from None
+            return await waiting.future
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -145,16 +148,22 @@ class ReportWriter:
             start = end
 
 
+def _give_up(future: asyncio.Future[list[AppliedReport]]) -> None:
+    if not future.done():
+        future.set_exception(Unavailable("could not save in time: the database is slow or away, retry later"))
+
+
 def record(reports: Sequence[IncomingReport], answers: Sequence[AppliedReport]) -> None:
     """Count what was committed (never before the commit: a rolled-back report counted nothing)."""
     now = datetime.now(UTC)
     for report, answer in zip(reports, answers, strict=True):
-        outcome = "applied" if answer.applied else (answer.reason.value if answer.reason else "unmapped")
+        # Status and Reason are StrEnums: the members are their label values.
+        outcome = "applied" if answer.applied else (answer.reason or "unmapped")
         metrics.child(metrics.REPORTS, report.source, outcome).inc()
         if not answer.applied and answer.reason is not None:
-            metrics.child(metrics.REJECTED, answer.reason.value).inc()
+            metrics.child(metrics.REJECTED, answer.reason).inc()
         if answer.status is not answer.message_from:
-            metrics.child(metrics.TRANSITIONS, answer.message_from.value, answer.status.value).inc()
+            metrics.child(metrics.TRANSITIONS, answer.message_from, answer.status).inc()
         if answer.delivery_seconds is not None:
             metrics.DELIVERY_SECONDS.observe(answer.delivery_seconds)
         metrics.INGEST_SECONDS.observe(max(0.0, (now - report.received_at).total_seconds()))

@@ -23,6 +23,10 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+# One encoder for every answer: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":"))
+
+
 class EnvelopeResponse(Response):
     media_type = "application/json"
 
@@ -34,12 +38,7 @@ class EnvelopeResponse(Response):
         status_code: int = 200,
         headers: dict[str, str] | None = None,
     ) -> None:
-        body = json.dumps(
-            {"code": code, "data": data, "message": message},
-            default=_default,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        body = _ENCODER.encode({"code": code, "data": data, "message": message})
         super().__init__(body.encode(), status_code=status_code, headers=headers)
 
 

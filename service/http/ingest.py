@@ -77,7 +77,8 @@ async def ingest(request: Request) -> Response:
         query=request.scope.get("query_string", b""),
         body=await read_body(request, app.settings.max_body_bytes),
         headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]},
-        url=_signed_url(request, app.settings.public_url),
+        # Only signatures over the URL need it (Twilio's, Plivo's): not worth building for every report.
+        url=_signed_url(request, app.settings.public_url) if dialect.name in app.settings.webhook_secrets else "",
     )
     event_id = verify_callback(dialect, parts, app.settings, time.time())
     return await process(app, dialect, parts, event_id)
@@ -140,9 +141,9 @@ async def _process(app: Any, dialect: Dialect, parts: RequestParts, event_id: st
 def _answer(answer: AppliedReport) -> dict[str, Any]:
     return {
         "id": answer.message_id,
-        "status": answer.status.value,
+        "status": answer.status,  # a StrEnum: json writes its value
         "applied": answer.applied,
-        "reason": answer.reason.value if answer.reason else None,
+        "reason": answer.reason,
     }
 
 
