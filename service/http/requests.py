@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BodyTooLarge, LimitExceeded, ShuttingDown, field_error
 from service.payloads import PayloadError, decode_form
@@ -16,13 +16,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     # isascii(): headers arrive as latin-1, where "²" is a digit to isdigit() and not to int().
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body larger than {limit} bytes", {"body": f"at most {limit} bytes"})
+    # The ASGI messages themselves: Request.stream() adds a generator and bookkeeping to every report.
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body larger than {limit} bytes", {"body": f"at most {limit} bytes"})
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def query(request: Request) -> dict[str, Any]:
