@@ -96,32 +96,50 @@ class ReportWriter:
         finally:
             timer.cancel()
 
+    def _take(self) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        size = 0
+        while self._queue and (not batch or size + len(self._queue[0].reports) <= self._max_batch):
+            waiting = self._queue.popleft()
+            # A caller that went away before its turn was never answered: leave its reports unapplied.
+            if not waiting.future.done():
+                batch.append(waiting)
+                size += len(waiting.reports)
+        return batch
+
     async def _run(self) -> None:
         while True:
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            batch: list[_Waiting] = []
-            size = 0
-            while self._queue and (not batch or size + len(self._queue[0].reports) <= self._max_batch):
-                waiting = self._queue.popleft()
-                # A caller that went away before its turn was never answered: leave its reports unapplied.
-                if not waiting.future.done():
-                    batch.append(waiting)
-                    size += len(waiting.reports)
-            if batch:
-                await self._commit(batch)
+            batch = self._take()
+            if not batch:
+                continue
+            # One connection kept while there is work: handing it back to the pool after every batch costs
+            # a reset round trip per batch. After a failed batch it goes back (the pool drops a broken one).
+            try:
+                async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
+                    while batch and await self._commit(batch, conn):
+                        batch = self._take()
+            except asyncio.CancelledError:
+                _fail(batch, ShuttingDown())
+                raise
+            except Exception as exc:  # no connection to be had (or giving it back failed)
+                _fail(batch, exc)
 
-    async def _commit(self, batch: list[_Waiting]) -> None:
+    async def _commit(self, batch: list[_Waiting], conn: Any = None) -> bool:
+        """Apply a batch and answer its callers; False when it failed (they got the error)."""
         reports = [report for waiting in batch for report in waiting.reports]
         try:
-            async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
-                answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
+            async with database_errors("ingest"):
+                if conn is None:
+                    async with self._pool.acquire(timeout=self._timeout) as own:
+                        answers = await store.apply_reports(own, reports, lifetime=self._lifetime)
+                else:
+                    answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
         except asyncio.CancelledError:
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(ShuttingDown())
+            _fail(batch, ShuttingDown())
             raise
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, ShuttingDown | Unavailable):
@@ -133,12 +151,10 @@ class ReportWriter:
                     type(exc).__name__,
                 )
                 for waiting in batch:
-                    await self._commit([waiting])
-                return
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
-            return
+                    await self._commit([waiting], conn)
+                return False
+            _fail(batch, exc)
+            return False
         # Committed: only now may anyone be told so.
         record(reports, answers)
         start = 0
@@ -147,6 +163,13 @@ class ReportWriter:
             if not waiting.future.done():
                 waiting.future.set_result(answers[start:end])
             start = end
+        return True
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.future.done():
+            waiting.future.set_exception(exc)
 
 
 def _give_up(future: asyncio.Future[list[AppliedReport]]) -> None:
