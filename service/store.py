@@ -3,6 +3,11 @@
 Writes lock the messages they touch in one stable order (ids sorted), so concurrent requests and
 replicas never deadlock; the status engine runs between the lock and the write-back, inside the
 transaction, so a report is applied against the state it was decided on.
+
+A batch of reports is four round trips whatever its size: BEGIN, lock the existing messages, one statement
+that inserts the new messages (in their state after the batch), updates the changed ones and appends the
+history, COMMIT. A message another batch created meanwhile makes the insert skip a row: the transaction is
+rolled back and the batch applied again (it then finds the row and locks it).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class _Row:
     registered_at: datetime | None
     updated_at: datetime
     dirty: bool = False
+    created_at: datetime | None = None  # set on a row this batch creates: it is inserted, not updated
     seen_events: set[tuple[str, str]] = field(default_factory=set)
     last_sequence: dict[str, int] = field(default_factory=dict)
 
@@ -153,10 +159,7 @@ async def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, _Row]:
     return {r["id"]: _row_from_record(r) for r in records}
 
 
-# The batch travels as two JSON documents rather than two dozen typed arrays: json.dumps is one C call,
-# where asyncpg would encode every element of every array in Python.
-_WRITE_BACK = """
-WITH updated AS (
+_UPDATE_MESSAGES = """
     UPDATE messages AS m SET
         status = u.status, partial = u.partial,
         segment_statuses = u.segment_statuses, segment_updated_at = u.segment_updated_at,
@@ -168,14 +171,37 @@ WITH updated AS (
         recipient text, campaign text, error text, sent_at timestamptz, expires_at timestamptz,
         final_at timestamptz, registered_at timestamptz, updated_at timestamptz)
     WHERE m.id = u.id
-)
-INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
-                     applied, reason, error, event_id, sequence)
-SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error, event_id,
-       sequence
-FROM json_to_recordset($2::json) AS h(
-    message_id text, status text, raw_status text, segment int, event_time timestamptz,
-    received_at timestamptz, source text, applied boolean, reason text, error text, event_id text, sequence bigint)
+"""
+_INSERT_HISTORY = """
+    INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
+                         applied, reason, error, event_id, sequence)
+    SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error,
+           event_id, sequence
+    FROM json_to_recordset($2::json) AS h(
+        message_id text, status text, raw_status text, segment int, event_time timestamptz,
+        received_at timestamptz, source text, applied boolean, reason text, error text, event_id text,
+        sequence bigint)
+"""
+# The batch travels as JSON documents rather than two dozen typed arrays: json.dumps is one C call, where
+# asyncpg would encode every element of every array in Python.
+_WRITE_BACK = f"WITH updated AS ({_UPDATE_MESSAGES}){_INSERT_HISTORY}"
+# The same, inserting the messages the batch creates, in their state after it ($3). ON CONFLICT: another
+# transaction created one meanwhile; the count tells, and the batch is applied again.
+_WRITE_BACK_CREATING = f"""
+WITH created AS (
+    INSERT INTO messages (id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error,
+                          sent_at, expires_at, final_at, registered_at, updated_at, created_at)
+    SELECT c.id, c.status, c.partial, c.segment_statuses, c.segment_updated_at, c.recipient, c.campaign, c.error,
+           c.sent_at, c.expires_at, c.final_at, c.registered_at, c.updated_at, c.created_at
+    FROM json_to_recordset($3::json) AS c(
+        id text, status text, partial boolean, segment_statuses text[], segment_updated_at timestamptz[],
+        recipient text, campaign text, error text, sent_at timestamptz, expires_at timestamptz,
+        final_at timestamptz, registered_at timestamptz, updated_at timestamptz, created_at timestamptz)
+    ORDER BY c.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+), updated AS ({_UPDATE_MESSAGES}), logged AS ({_INSERT_HISTORY} RETURNING 1)
+SELECT count(*) FROM created
 """
 
 
@@ -183,35 +209,53 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence[_HistoryRow] = ()) -> None:
-    """Write the changed messages and the new history rows, in one statement.
+class CreatedElsewhere(Exception):
+    """A message this batch took for new was created by another transaction meanwhile: apply it again."""
 
-    One round trip for both: the rows are locked already, so nothing here can wait on anyone.
+
+def _message_json(i: str, r: _Row) -> dict[str, Any]:
+    return {
+        "id": i,
+        # StrEnum members are str: json writes them as their values (`.value` is a slow descriptor).
+        "status": r.state.status,
+        "partial": r.state.partial,
+        "segment_statuses": r.state.segments,
+        "segment_updated_at": [t.isoformat() for t in r.segment_updated_at],
+        "recipient": r.recipient,
+        "campaign": r.campaign,
+        "error": r.error,
+        "sent_at": r.sent_at.isoformat(),
+        "expires_at": r.expires_at.isoformat(),
+        "final_at": _iso(r.final_at),
+        "registered_at": _iso(r.registered_at),
+        "updated_at": r.updated_at.isoformat(),
+    }
+
+
+async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence[_HistoryRow] = ()) -> None:
+    """Insert the messages this batch creates, write the changed ones and append the history rows, in one
+    statement. The rows are locked (or new) already, so nothing here waits on anyone -- except an insert
+    that meets a row another transaction created meanwhile, which raises CreatedElsewhere.
     """
-    dirty = sorted(i for i, r in rows.items() if r.dirty)
-    if not dirty and not history:
+    new = sorted(i for i, r in rows.items() if r.created_at is not None)
+    dirty = sorted(i for i, r in rows.items() if r.dirty and r.created_at is None)
+    if not new and not dirty and not history:
         return
-    messages = [
-        {
-            "id": i,
-            # StrEnum members are str: json writes them as their values (`.value` is a slow descriptor).
-            "status": r.state.status,
-            "partial": r.state.partial,
-            "segment_statuses": r.state.segments,
-            "segment_updated_at": [t.isoformat() for t in r.segment_updated_at],
-            "recipient": r.recipient,
-            "campaign": r.campaign,
-            "error": r.error,
-            "sent_at": r.sent_at.isoformat(),
-            "expires_at": r.expires_at.isoformat(),
-            "final_at": _iso(r.final_at),
-            "registered_at": _iso(r.registered_at),
-            "updated_at": r.updated_at.isoformat(),
-        }
-        for i in dirty
-        for r in (rows[i],)
-    ]
-    events = [
+    messages = [_message_json(i, rows[i]) for i in dirty]
+    if new:
+        created = [{**_message_json(i, rows[i]), "created_at": _iso(rows[i].created_at)} for i in new]
+        events = _history_json(history)
+        inserted = await conn.fetchval(
+            _WRITE_BACK_CREATING, json.dumps(messages), json.dumps(events), json.dumps(created)
+        )
+        if inserted != len(new):
+            raise CreatedElsewhere()
+        return
+    await conn.execute(_WRITE_BACK, json.dumps(messages), json.dumps(_history_json(history)))
+
+
+def _history_json(history: Sequence[_HistoryRow]) -> list[dict[str, Any]]:
+    return [
         {
             "message_id": h.message_id,
             "status": h.status,
@@ -228,7 +272,6 @@ async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence
         }
         for h in history
     ]
-    await conn.execute(_WRITE_BACK, json.dumps(messages), json.dumps(events))
 
 
 async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, lifetime: int) -> list[AppliedReport]:
@@ -236,15 +279,31 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
 
     One report is simply a batch of one: there is no separate single-report path.
     """
+    for _ in range(_RACE_ATTEMPTS - 1):
+        try:
+            return await _apply_batch(conn, reports, lifetime)
+        except _RACES:
+            continue  # rolled back: applied again, the message another batch created is now found and locked
+    return await _apply_batch(conn, reports, lifetime)
+
+
+# What a message created by another transaction between our lock and our insert can raise: the insert
+# skipping it, its history's event-id index meeting the other batch's row, or (rarely) a deadlock while the
+# two inserts wait on each other. None of them leaves anything behind: the transaction is rolled back.
+_RACES = (CreatedElsewhere, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+_RACE_ATTEMPTS = 3
+
+
+async def _apply_batch(conn: Connection, reports: Sequence[IncomingReport], lifetime: int) -> list[AppliedReport]:
     async with conn.transaction():
         reports = await _match_zero_padded(conn, reports)
-        first: dict[str, tuple[str | None, str | None, datetime, datetime, int]] = {}
+        first: dict[str, IncomingReport] = {}
         for r in reports:
-            if r.message_id not in first:
-                sent_at = r.event_time or r.received_at
-                first[r.message_id] = (r.recipient, r.campaign, sent_at, r.received_at, 1)
-        created = await _insert_missing(conn, first, lifetime)
+            first.setdefault(r.message_id, r)
         rows = await _lock(conn, first)
+        created = {i for i in first if i not in rows}
+        for message_id in created:
+            rows[message_id] = _new_row(first[message_id], lifetime)
         await _load_seen_events(conn, rows, reports)
         await _load_sequences(conn, rows, reports)
 
@@ -263,6 +322,24 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
         ]
         await _write_back(conn, rows, history)
     return answers
+
+
+def _new_row(r: IncomingReport, lifetime: int) -> _Row:
+    """A message first heard of from a report: one segment at NEW, sent when the report says it happened."""
+    sent_at = r.event_time or r.received_at
+    return _Row(
+        state=MessageState((Status.NEW,), Status.NEW),
+        segment_updated_at=[r.received_at],
+        recipient=r.recipient,
+        campaign=r.campaign,
+        error=None,
+        sent_at=sent_at,
+        expires_at=sent_at + timedelta(seconds=lifetime),
+        final_at=None,
+        registered_at=None,
+        updated_at=r.received_at,
+        created_at=r.received_at,
+    )
 
 
 async def _match_zero_padded(conn: Connection, reports: Sequence[IncomingReport]) -> Sequence[IncomingReport]:

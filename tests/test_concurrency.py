@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 
+import asyncpg
 import httpx2
+from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
@@ -35,3 +38,70 @@ def test_concurrent_reports_for_the_same_messages(settings: Settings, db: str) -
     statuses = asyncio.run(run())
     assert set(statuses) == {200}
     check_final_states(db, ids)
+
+
+def _created_meanwhile(db: str, sql: list[str], ready: threading.Event, hold: float) -> threading.Thread:
+    """Another writer (a replica, say) that has created rows in a transaction it commits `hold` s later."""
+
+    async def other_writer() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            for statement in sql:
+                await conn.execute(statement)
+            ready.set()
+            await asyncio.sleep(hold)
+            await transaction.commit()
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(other_writer()))
+    thread.start()
+    return thread
+
+
+NEW_MESSAGE = (
+    "INSERT INTO messages (id, status, segment_statuses, segment_updated_at, sent_at, expires_at, created_at, "
+    "updated_at) VALUES ('{id}', 'ACCEPTD', ARRAY['ACCEPTD'], ARRAY[now()], now(), now() + interval '1 day', "
+    "now(), now())"
+)
+
+
+def test_a_message_created_by_another_writer_meanwhile_is_applied_to_not_overwritten(
+    client: TestClient, db: str
+) -> None:
+    """A batch takes a message for new while another writer's transaction is creating it: the batch's insert
+    meets that row once it commits, and the batch is applied again on top of it -- nothing is lost or doubled."""
+    ready = threading.Event()
+    other = _created_meanwhile(db, [NEW_MESSAGE.format(id="race-1")], ready, hold=0.5)
+    ready.wait(10)
+    answer = client.post("/dlr/generic", data={"id": "race-1", "status": "DELIVRD"})
+    other.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"id": "race-1", "status": "DELIVRD", "applied": True, "reason": None}
+    history = client.get("/messages/race-1/history").json()["data"]["items"]
+    assert [(h["status"], h["applied"]) for h in history] == [("DELIVRD", True)]
+
+
+def test_an_event_another_writer_stored_meanwhile_is_a_duplicate(client: TestClient, db: str) -> None:
+    """The same signed event reaches two writers at once (a retry racing the original): the one that took
+    the message for new meets the other's history row, applies the batch again and finds a duplicate."""
+    ready = threading.Event()
+    stored = (
+        "INSERT INTO history (message_id, status, raw_status, received_at, source, applied, event_id) "
+        "VALUES ('race-2', 'ACCEPTD', 'ACCEPTD', now(), 'mobizon', true, 'ev-1')"
+    )
+    other = _created_meanwhile(db, [NEW_MESSAGE.format(id="race-2"), stored], ready, hold=0.5)
+    ready.wait(10)
+    event = {
+        "eventId": "ev-1",
+        "eventType": "sms-delivery-report",
+        "data": {"messageId": "race-2", "status": "ACCEPTD"},
+    }
+    answer = client.post("/dlr/mobizon", json=event)
+    other.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["reason"] == "duplicate"
+    history = client.get("/messages/race-2/history").json()["data"]["items"]
+    assert len(history) == 1
