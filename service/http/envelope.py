@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +24,7 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-# One encoder for every answer: json.dumps with options builds a new one per call.
+# orjson first (a tenth of the cost on every answer); this one for what orjson refuses.
 _ENCODER = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -38,8 +39,12 @@ class EnvelopeResponse(Response):
         status_code: int = 200,
         headers: dict[str, str] | None = None,
     ) -> None:
-        body = _ENCODER.encode({"code": code, "data": data, "message": message})
-        super().__init__(body.encode(), status_code=status_code, headers=headers)
+        envelope = {"code": code, "data": data, "message": message}
+        try:
+            body = orjson.dumps(envelope)
+        except TypeError:  # an integer past 64 bits, say: the standard library writes anything JSON can hold
+            body = _ENCODER.encode(envelope).encode()
+        super().__init__(body, status_code=status_code, headers=headers)
 
 
 def ok(data: Any = None, message: str = "") -> EnvelopeResponse:
