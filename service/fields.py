@@ -151,7 +151,11 @@ class FieldErrors:
         self.missing: set[str] = set()
 
     def read(self, data: dict[str, Any], name: str, reader: Any, *, required: bool = False) -> Any:
+        """`reader(data[name])`, or None. An absent optional field is None without asking the reader: every
+        reader reads None as absent, and most fields are absent from most reports."""
         value = data.get(name)
+        if value is None and not required:
+            return None
         if required and (value is None or value == ""):
             self.errors[name] = "required"
             self.missing.add(name)

@@ -247,9 +247,7 @@ async def _write_back(conn: Connection, rows: dict[str, _Row], history: Sequence
     if new:
         created = [{**_message_json(i, rows[i]), "created_at": rows[i].created_at} for i in new]
         events = _history_json(history)
-        inserted = await conn.fetchval(
-            _WRITE_BACK_CREATING, _json(messages), _json(events), _json(created)
-        )
+        inserted = await conn.fetchval(_WRITE_BACK_CREATING, _json(messages), _json(events), _json(created))
         if inserted != len(new):
             raise CreatedElsewhere()
         return

@@ -124,7 +124,8 @@ async def _process(app: Any, dialect: Dialect, parts: RequestParts, event_id: st
         ]
     answers = iter(await app.writer.apply(reports))
     failed = [item for item in parsed.items if isinstance(item, ItemError)]
-    await _quarantine(app, name, [(f.parts, f.errors, f.message_id) for f in failed], received_at)
+    if failed:
+        await _quarantine(app, name, [(f.parts, f.errors, f.message_id) for f in failed], received_at)
 
     if not parsed.batch:
         item = parsed.items[0]
