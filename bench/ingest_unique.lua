@@ -15,3 +15,9 @@ request = function()
   local body = "id=L" .. prefix .. counter .. "&status=DELIVRD"
   return wrk.format("POST", "/dlr/generic", {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
 end
+
+-- DELAY_MS paces each connection (a steady offered load rather than as fast as the server answers).
+local pause = tonumber(os.getenv("DELAY_MS") or "0")
+if pause > 0 then
+  delay = function() return pause end
+end

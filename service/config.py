@@ -52,6 +52,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 
 
+# Messages per sweep transaction: small, because ingest commits wait behind the WAL each batch writes.
+DEFAULT_SWEEP_BATCH = 250
+# Share of a pass spent sweeping: 1M overdue messages in under a minute, with ingest keeping its latency.
+DEFAULT_SWEEP_DUTY = 0.65
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: Secret | None = None
@@ -60,8 +66,8 @@ class Settings:
     port: int = 8080
     lifetime: int = 86400
     sweep_interval: float = 30.0
-    sweep_batch: int = 1000
-    sweep_duty: float = 0.5
+    sweep_batch: int = DEFAULT_SWEEP_BATCH
+    sweep_duty: float = DEFAULT_SWEEP_DUTY
     api_keys: frozenset[Secret] = frozenset()
     webhook_token: Secret | None = None
     webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
@@ -135,8 +141,8 @@ class Settings:
             port=int(number("PORT", 8080, int, 0, 65535)),
             lifetime=int(number("DLR_LIFETIME", 86400, int, 1, 10 * 86400)),
             sweep_interval=number("DLR_SWEEP_INTERVAL", 30.0, float, 0.1, 86400),
-            sweep_batch=int(number("DLR_SWEEP_BATCH", 1000, int, 1, 100_000)),
-            sweep_duty=number("DLR_SWEEP_DUTY", 0.5, float, 0.05, 1.0),
+            sweep_batch=int(number("DLR_SWEEP_BATCH", DEFAULT_SWEEP_BATCH, int, 1, 100_000)),
+            sweep_duty=number("DLR_SWEEP_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
             api_keys=keys,
             webhook_token=Secret(token) if token else None,
             webhook_tokens=per_dialect("DLR_WEBHOOK_TOKEN_"),
