@@ -83,7 +83,8 @@ class Probes:
 
 class ConnectionSampler:
     """The service's server connections (pg_stat_activity, application_name 'dlr-tracker'), every 0.1 s.
-    While the server cannot answer, samples are skipped."""
+    While the server cannot answer, samples are skipped (asyncpg's InternalClientError included: a session the
+    server ends while it is being opened can raise it, MagicStack/asyncpg#784)."""
 
     def __init__(self, dsn: str, database: str) -> None:
         self.dsn, self.database = dsn, database
@@ -91,7 +92,9 @@ class ConnectionSampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            with suppress(
+                OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError
+            ):
                 async with asyncio.timeout(1):
                     self.samples.append(await count_connections(self.dsn, self.database))
             await asyncio.sleep(0.1)
