@@ -155,7 +155,8 @@ def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
         {
             "id": schemas.message_id(form),
             "type": {"type": "string", "pattern": "^ *0*([1-9]|[1-5][0-9]|6[0-3]) *$"},  # 1.._ALL_BITS
-            "answer": {"type": "string", "maxLength": _ANSWER_MAX},  # read leniently: any receipt text
+            # From a form or a query it is read leniently (NUL and bad bytes replaced); JSON escapes are exact.
+            "answer": {"type": "string", "maxLength": _ANSWER_MAX} if form else schemas.text(_ANSWER_MAX, form),
             "to": schemas.short(form),
             "ts": schemas.moment(form),
         },
