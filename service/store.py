@@ -13,16 +13,18 @@ rolled back and the batch applied again (it then finds the row and locks it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import orjson
 
 from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
 from service.statuses import FINAL, Status
+
+T = TypeVar("T")
 
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -119,37 +121,6 @@ def _row_from_record(record: asyncpg.Record) -> _Row:
         registered_at=record["registered_at"],
         updated_at=record["updated_at"],
     )
-
-
-async def _insert_missing(
-    conn: Connection,
-    rows: dict[str, tuple[str | None, str | None, datetime, datetime, int]],
-    lifetime: int,
-) -> set[str]:
-    """Create the messages that do not exist yet (id order, so concurrent writers queue, never cross)."""
-    ids = sorted(rows)
-    records = await conn.fetch(
-        """
-        INSERT INTO messages (id, status, segment_statuses, segment_updated_at, recipient, campaign,
-                              sent_at, expires_at, created_at, updated_at)
-        SELECT m.id, 'NEW', array_fill('NEW'::text, ARRAY[m.segments]),
-               array_fill(m.now, ARRAY[m.segments]), m.recipient, m.campaign,
-               m.sent_at, m.sent_at + make_interval(secs => $7), m.now, m.now
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[])
-             AS m(id, recipient, campaign, sent_at, now, segments)
-        ORDER BY m.id
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id
-        """,
-        ids,
-        [rows[i][0] for i in ids],
-        [rows[i][1] for i in ids],
-        [rows[i][2] for i in ids],
-        [rows[i][3] for i in ids],
-        [rows[i][4] for i in ids],
-        float(lifetime),
-    )
-    return {r["id"] for r in records}
 
 
 async def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, _Row]:
@@ -279,12 +250,7 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
 
     One report is simply a batch of one: there is no separate single-report path.
     """
-    for _ in range(_RACE_ATTEMPTS - 1):
-        try:
-            return await _apply_batch(conn, reports, lifetime)
-        except _RACES:
-            continue  # rolled back: applied again, the message another batch created is now found and locked
-    return await _apply_batch(conn, reports, lifetime)
+    return await _retrying_races(lambda: _apply_batch(conn, reports, lifetime))
 
 
 # What a message created by another transaction between our lock and our insert can raise: the insert
@@ -292,6 +258,15 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
 # two inserts wait on each other. None of them leaves anything behind: the transaction is rolled back.
 _RACES = (CreatedElsewhere, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 _RACE_ATTEMPTS = 3
+
+
+async def _retrying_races(attempt: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(_RACE_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except _RACES:
+            continue  # rolled back: tried again, the message another batch created is now found and locked
+    return await attempt()
 
 
 async def _apply_batch(conn: Connection, reports: Sequence[IncomingReport], lifetime: int) -> list[AppliedReport]:
@@ -303,7 +278,10 @@ async def _apply_batch(conn: Connection, reports: Sequence[IncomingReport], life
         rows = await _lock(conn, first)
         created = {i for i in first if i not in rows}
         for message_id in created:
-            rows[message_id] = _new_row(first[message_id], lifetime)
+            r = first[message_id]
+            rows[message_id] = _new_row(
+                r.recipient, r.campaign, r.event_time or r.received_at, r.received_at, 1, lifetime
+            )
         await _load_seen_events(conn, rows, reports)
         await _load_sequences(conn, rows, reports)
 
@@ -324,21 +302,22 @@ async def _apply_batch(conn: Connection, reports: Sequence[IncomingReport], life
     return answers
 
 
-def _new_row(r: IncomingReport, lifetime: int) -> _Row:
-    """A message first heard of from a report: one segment at NEW, sent when the report says it happened."""
-    sent_at = r.event_time or r.received_at
+def _new_row(
+    recipient: str | None, campaign: str | None, sent_at: datetime, now: datetime, segments: int, lifetime: int
+) -> _Row:
+    """A message this transaction creates: its segments at NEW. It is inserted by the write-back."""
     return _Row(
-        state=MessageState((Status.NEW,), Status.NEW),
-        segment_updated_at=[r.received_at],
-        recipient=r.recipient,
-        campaign=r.campaign,
+        state=MessageState((Status.NEW,) * segments, Status.NEW),
+        segment_updated_at=[now] * segments,
+        recipient=recipient,
+        campaign=campaign,
         error=None,
         sent_at=sent_at,
         expires_at=sent_at + timedelta(seconds=lifetime),
         final_at=None,
         registered_at=None,
-        updated_at=r.received_at,
-        created_at=r.received_at,
+        updated_at=now,
+        created_at=now,
     )
 
 
@@ -502,19 +481,24 @@ async def register_messages(
     conn: Connection, registrations: Sequence[Registration], *, lifetime: int
 ) -> list[tuple[str, Status, bool]]:
     """Register sent messages: fill in metadata, never touch statuses. Returns (id, status, created)."""
+    return await _retrying_races(lambda: _register_batch(conn, registrations, lifetime))
+
+
+async def _register_batch(
+    conn: Connection, registrations: Sequence[Registration], lifetime: int
+) -> list[tuple[str, Status, bool]]:
     async with conn.transaction():
-        first: dict[str, tuple[str | None, str | None, datetime, datetime, int]] = {}
+        first: dict[str, Registration] = {}
         for reg in registrations:
-            if reg.message_id not in first:
-                first[reg.message_id] = (
-                    reg.recipient,
-                    reg.campaign,
-                    reg.sent_at or reg.received_at,
-                    reg.received_at,
-                    reg.segments or 1,
-                )
-        created = await _insert_missing(conn, first, lifetime)
+            first.setdefault(reg.message_id, reg)
         rows = await _lock(conn, first)
+        created = {i for i in first if i not in rows}
+        for message_id in created:
+            reg = first[message_id]
+            sent_at = reg.sent_at or reg.received_at
+            rows[message_id] = _new_row(
+                reg.recipient, reg.campaign, sent_at, reg.received_at, reg.segments or 1, lifetime
+            )
         answers = []
         for reg in registrations:
             row = rows[reg.message_id]

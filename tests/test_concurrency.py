@@ -105,3 +105,17 @@ def test_an_event_another_writer_stored_meanwhile_is_a_duplicate(client: TestCli
     assert answer.json()["data"]["reason"] == "duplicate"
     history = client.get("/messages/race-2/history").json()["data"]["items"]
     assert len(history) == 1
+
+
+def test_a_registration_racing_another_writer_fills_in_the_message_it_created(client: TestClient, db: str) -> None:
+    """A registration for a message another writer is creating meanwhile lands on that message once it
+    commits: metadata filled in, its status left alone, and it does not claim to have created it."""
+    ready = threading.Event()
+    other = _created_meanwhile(db, [NEW_MESSAGE.format(id="race-3")], ready, hold=0.5)
+    ready.wait(10)
+    answer = client.post("/messages", json={"id": "race-3", "campaign": "c-race", "segments": 2})
+    other.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"id": "race-3", "status": "ACCEPTD", "created": False}
+    message = client.get("/messages/race-3").json()["data"]
+    assert (message["campaign"], message["segments_total"]) == ("c-race", 2)

@@ -41,6 +41,7 @@ from service.app import create_app
 from service.config import Settings
 from service.dialects import DIALECTS, ItemError
 from service.http.ingest import ALLOWED
+from service.http.messages import PAGE_PARAMETERS
 from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
 from service.statuses import Status
 from tests.reliability.scale import pick
@@ -812,7 +813,7 @@ def explained(operation: str, check: str, case: Any, response: Any) -> str | Non
         return LENIENT_RECEIPT
     if operation == "GET /messages" and check == "positive_data_acceptance" and query.get("cursor"):
         return OPAQUE_CURSOR
-    page = [name for name in ("campaign", "to", "status", "since", "until", "limit", "cursor") if query.get(name)]
+    page = [name for name in PAGE_PARAMETERS if query.get(name)]
     if operation == "GET /messages" and check == "positive_data_acceptance" and query.get("ids") and page:
         return IDS_ALONE
     if check == "negative_data_rejection" and case.media_type == FORM and isinstance(case.body, dict):
