@@ -22,33 +22,13 @@ import asyncpg
 import orjson
 
 from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, grow
+from service.reports import IncomingReport, Registration
 from service.statuses import FINAL, Status
 
 T = TypeVar("T")
 
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
-
-
-@dataclass(slots=True)
-class IncomingReport:
-    """One canonical report, as a dialect parsed it, waiting to be applied."""
-
-    message_id: str
-    report: Report
-    source: str
-    received_at: datetime
-    event_time: datetime | None = None
-    recipient: str | None = None
-    campaign: str | None = None
-    error: str | None = None
-    event_id: str | None = None
-    raw_status: str | None = None
-    # The sender's own order of its callbacks (Plivo's Sequence): one at or below a number already seen
-    # for this message from this sender is stale, whatever its status.
-    sequence: int | None = None
-    # SMPP receipts: the id may be zero-padded, or not, where the registration was the other way round.
-    match_zero_padded: bool = False
 
 
 @dataclass(slots=True)
@@ -62,16 +42,6 @@ class AppliedReport:
     message_from: Status
     transitions: tuple[tuple[int, Status, Status], ...] = ()
     delivery_seconds: float | None = None  # set when this report made the message DELIVRD
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    message_id: str
-    received_at: datetime
-    recipient: str | None = None
-    campaign: str | None = None
-    segments: int | None = None
-    sent_at: datetime | None = None
 
 
 @dataclass(slots=True)

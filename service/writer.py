@@ -21,7 +21,8 @@ import asyncpg
 
 from service import metrics, store
 from service.errors import ShuttingDown, Unavailable, database_errors
-from service.store import AppliedReport, IncomingReport
+from service.reports import IncomingReport
+from service.store import AppliedReport
 
 logger = logging.getLogger("dlr_tracker.writer")
 

@@ -26,8 +26,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.infobip import parse
 from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 RECEIVED = datetime(2025, 11, 24, 16, 0, 5, tzinfo=UTC)

@@ -22,8 +22,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.jasmin import parse
 from service.payloads import RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 NOW = datetime(2026, 1, 15, 11, 42, 30, tzinfo=UTC)

@@ -26,8 +26,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.mobizon import parse, sign, verify
 from service.payloads import FORM, JSON, PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 RECEIVED = datetime(2026, 1, 15, 11, 42, 30, tzinfo=UTC)

@@ -26,8 +26,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.plivo import EVENT_TIMES, parse, signature_v2, verify
 from service.payloads import FORM, PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 RECEIVED = datetime(2025, 11, 24, 16, 0, 9, tzinfo=UTC)

@@ -24,8 +24,8 @@ from service.dialects import DIALECTS, ItemError
 from service.dialects.receipt import parse_receipt, receipt_time
 from service.dialects.smpp import parse
 from service.payloads import PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 NOW = datetime(2026, 1, 15, 11, 42, 30, tzinfo=UTC)

@@ -21,8 +21,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS
 from service.dialects.twilio import parse, signature, verify
 from service.payloads import FORM, PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 RECEIVED = datetime(2023, 2, 10, 15, 31, tzinfo=UTC)

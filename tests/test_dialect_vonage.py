@@ -23,8 +23,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS
 from service.dialects.vonage import parse, signed_string, verify, verify_at
 from service.payloads import FORM, JSON, PayloadError, RequestParts
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from tests.conftest import fetch
 
 RECEIVED = datetime(2020, 1, 1, 14, 0, 5, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 
 from service import database
 from service.engine import Report, apply_report, new_message
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 from service.writer import ReportWriter
 from tests.conftest import fetch
 

@@ -22,8 +22,8 @@ from service import fields
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 
 NAME = "infobip"
 

@@ -20,8 +20,8 @@ from service.dialects.receipt import receipt_time
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 
 NAME = "jasmin"
 NOT_DEFINED = "ND"  # Jasmin's placeholder for a receipt field the SMSC did not send

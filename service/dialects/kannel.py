@@ -24,8 +24,8 @@ from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, PayloadError, RequestParts, decode_request
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 
 NAME = "kannel"
 

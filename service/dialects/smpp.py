@@ -15,7 +15,7 @@ from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, TEXT, PayloadError, RequestParts, UnsupportedFormat
-from service.store import IncomingReport
+from service.reports import IncomingReport
 
 NAME = "smpp"
 # Where the receipt text is, by how it came: the name an error points at.

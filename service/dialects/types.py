@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from service.payloads import RequestParts
-from service.store import IncomingReport
+from service.reports import IncomingReport
 
 
 @dataclass(frozen=True, slots=True)

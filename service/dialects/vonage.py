@@ -30,8 +30,8 @@ from service.dialects.carrier_time import done_date
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import PayloadError, RequestParts, decode_request
+from service.reports import IncomingReport
 from service.statuses import Status
-from service.store import IncomingReport
 
 NAME = "vonage"
 

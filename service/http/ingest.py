@@ -31,7 +31,8 @@ from service.errors import (
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
 from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
-from service.store import AppliedReport, IncomingReport
+from service.reports import IncomingReport
+from service.store import AppliedReport
 
 logger = logging.getLogger("dlr_tracker.ingest")
 

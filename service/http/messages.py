@@ -18,6 +18,7 @@ from service.http import views
 from service.http.envelope import batch_answer, ok
 from service.http.requests import page_limit, query, read_body, state
 from service.payloads import PayloadError, RequestParts, decode_request, media_type
+from service.reports import Registration
 from service.statuses import Status
 
 MAX_IDS = 100
@@ -52,20 +53,20 @@ async def register(request: Request) -> Response:
         )
     now = datetime.now(UTC)
     parsed = [_registration(entry, now) for entry in entries]
-    valid = [p for p in parsed if isinstance(p, store.Registration)]
+    valid = [p for p in parsed if isinstance(p, Registration)]
     results: list[tuple[str, Status, bool]] = []
     if valid:
         async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
     answers = iter(results)
     if not batch:
-        if not isinstance(parsed[0], store.Registration):
+        if not isinstance(parsed[0], Registration):
             raise field_error(*parsed[0])
         message_id, status, created = next(answers)
         return ok({"id": message_id, "status": status.value, "created": created})
     items: list[dict[str, Any]] = []
     for index, p in enumerate(parsed):
-        if isinstance(p, store.Registration):
+        if isinstance(p, Registration):
             message_id, status, created = next(answers)
             items.append({"index": index, "code": 0, "id": message_id, "status": status.value, "created": created})
         else:
@@ -73,7 +74,7 @@ async def register(request: Request) -> Response:
     return batch_answer(items)
 
 
-def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[str, str], int]:
+def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, str], int]:
     if not isinstance(entry, dict):
         return {"item": "must be a JSON object"}, 1
     f = fields.FieldErrors()
@@ -85,7 +86,7 @@ def _registration(entry: Any, now: datetime) -> store.Registration | tuple[dict[
     f.read(entry, "text", lambda v: fields.text(v, MAX_TEXT))
     if f:
         return f.errors, f.code
-    return store.Registration(message_id, now, recipient, campaign, segments, sent_at)
+    return Registration(message_id, now, recipient, campaign, segments, sent_at)
 
 
 async def collection(request: Request) -> Response:

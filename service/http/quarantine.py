@@ -16,7 +16,7 @@ from service.http.envelope import ok
 from service.http.ingest import dialect_for
 from service.http.requests import page_limit, query, state
 from service.payloads import PayloadError, RequestParts
-from service.store import IncomingReport
+from service.reports import IncomingReport
 from service.writer import record
 
 DEFAULT_PAGE = 50
