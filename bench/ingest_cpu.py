@@ -89,13 +89,14 @@ async def measure(name: str, dsn: str, args: argparse.Namespace) -> list[object]
     async with app.router.lifespan_context(app):
         await drive(app, "warm", 2 * args.connections, args.connections)
         if name == "no database":
+            from service.ledger import ReportDecision
+            from service.reports import IncomingReport
             from service.statuses import Status
-            from service.store import AppliedReport, IncomingReport
 
-            async def answer_at_once(reports: list[IncomingReport]) -> list[AppliedReport]:
-                return [AppliedReport(r.message_id, Status.ACCEPTD, True, None, Status.NEW) for r in reports]
+            async def answer_at_once(reports: list[IncomingReport]) -> list[ReportDecision]:
+                return [ReportDecision(r, Status.ACCEPTD, True, None) for r in reports]
 
-            app.state.writer.apply = answer_at_once
+            app.state.services.writer.apply = answer_at_once
         rate, micros = await drive(app, "run", args.messages, args.connections)
     return [name, rate, micros]
 

@@ -28,6 +28,7 @@ from service.config import Settings
 from service.errors import ServiceError
 from service.http import campaigns, ingest, messages, ops, quarantine
 from service.http.envelope import http_error, service_error, unexpected_error
+from service.services import Services
 from service.sweeper import ExpirySweeper
 from service.writer import ReportWriter
 
@@ -105,7 +106,7 @@ class IngestShortcut:
         await self.app(scope, receive, send)
 
 
-def _mark_draining_on_signals(app: Starlette) -> None:
+def _mark_draining_on_signals(services: Services) -> None:
     """Make /readyz fail from the moment SIGTERM or SIGINT arrives, not only once the requests are done.
 
     uvicorn has installed its own handlers by the time the lifespan starts; ours runs first, then its.
@@ -119,7 +120,7 @@ def _mark_draining_on_signals(app: Starlette) -> None:
             continue
 
         def handler(received: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
-            app.state.draining = True
+            services.draining = True
             previous(received, frame)
 
         signal.signal(signum, handler)
@@ -143,36 +144,39 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.settings = settings
-        app.state.draining = False  # a stop signal arrived: not ready, but still finishing requests
-        app.state.shutting_down = False  # the requests are done: the pool is closing
-        _mark_draining_on_signals(app)
-        app.state.schema_head = database.head_revision()
-        app.state.pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
-        app.state.writer = ReportWriter(
-            app.state.pool,
+        pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        writer = ReportWriter(
+            pool,
             lifetime=settings.lifetime,
             timeout=settings.db_timeout,
             batching=settings.group_commit,
             max_batch=settings.max_batch,
             writers=settings.writers,
         )
-        app.state.writer.start()
 
         async def load_campaign(campaign: str) -> dict[str, Any] | None:
-            async with app.state.pool.acquire(timeout=settings.db_timeout) as conn:
+            async with pool.acquire(timeout=settings.db_timeout) as conn:
                 return await store.campaign_stats(conn, campaign)
 
-        app.state.campaign_stats = CampaignStatsCache(load_campaign, settings.campaign_stats_ttl)
+        services = Services(
+            settings=settings,
+            pool=pool,
+            writer=writer,
+            campaign_stats=CampaignStatsCache(load_campaign, settings.campaign_stats_ttl),
+            schema_head=database.head_revision(),
+        )
+        app.state.services = services
+        _mark_draining_on_signals(services)
+        writer.start()
         sweeper = ExpirySweeper(
-            app.state.pool,
+            pool,
             interval=settings.sweep_interval,
             batch_size=settings.sweep_batch,
             duty=settings.sweep_duty,
             timeout=settings.db_timeout,
         )
         sweeper.start()
-        pool_watch = asyncio.create_task(database.watch_pool(app.state.pool), name="pool-metrics")
+        pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
         if settings.webhook_token is None:
@@ -182,11 +186,11 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             # uvicorn has finished the in-flight requests by now (their reports are committed): stop the
             # writers, then the sweeper after its current batch, then the pool.
-            app.state.draining = app.state.shutting_down = True
-            await app.state.writer.stop()
+            services.draining = services.shutting_down = True
+            await writer.stop()
             await sweeper.stop()
             pool_watch.cancel()
-            await app.state.pool.close()
+            await pool.close()
             metrics.worker_stopped()
 
     register_url_convertor("anything", AnythingConvertor())

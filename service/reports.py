@@ -45,3 +45,4 @@ class Registration:
     campaign: str | None = None
     segments: int | None = None
     sent_at: datetime | None = None
+    text: str | None = None  # what was sent, kept for whoever looks the message up

@@ -13,12 +13,14 @@ import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
 from service import metrics, store
 from service.errors import is_unavailable
 from service.statuses import Status
+from service.writer import count_change
 
 logger = logging.getLogger("dlr_tracker.sweeper")
 
@@ -45,12 +47,15 @@ class ExpirySweeper:
         while not self._stop.is_set():
             batch_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                batch = await store.sweep_batch(conn, now, self._batch_size)
-            for before, after, count in batch:
-                resolved[after] += count
-                metrics.SWEEP_RESOLVED.labels(after.value).inc(count)
-                metrics.TRANSITIONS.labels(before.value, after.value).inc(count)
-            if sum(count for _, _, count in batch) < self._batch_size:
+                events = await store.sweep_batch(conn, now, self._batch_size)
+            counts: Counter[tuple[Any, ...]] = Counter()
+            for event in events:
+                resolved[event.status] += 1
+                counts[metrics.SWEEP_RESOLVED, event.status] += 1
+                count_change(counts, event)
+            for (metric, *labels), n in counts.items():
+                metrics.child(metric, *labels).inc(n)
+            if len(events) < self._batch_size:
                 break
             if self._rest:
                 await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)

@@ -21,8 +21,9 @@ import asyncpg
 
 from service import metrics, store
 from service.errors import ShuttingDown, Unavailable, database_errors
+from service.ledger import SWEEP, ChangeEvent, ReportDecision
 from service.reports import IncomingReport
-from service.store import AppliedReport
+from service.statuses import Status
 
 logger = logging.getLogger("dlr_tracker.writer")
 
@@ -32,7 +33,7 @@ class _Waiting:
 
     __slots__ = ("future", "reports")
 
-    def __init__(self, reports: Sequence[IncomingReport], future: asyncio.Future[list[AppliedReport]]) -> None:
+    def __init__(self, reports: Sequence[IncomingReport], future: asyncio.Future[list[ReportDecision]]) -> None:
         self.reports = reports
         self.future = future
 
@@ -74,7 +75,7 @@ class ReportWriter:
             if not waiting.future.done():
                 waiting.future.set_exception(ShuttingDown())
 
-    async def apply(self, reports: Sequence[IncomingReport]) -> list[AppliedReport]:
+    async def apply(self, reports: Sequence[IncomingReport]) -> list[ReportDecision]:
         if not reports:
             return []
         if self._closed:
@@ -136,9 +137,9 @@ class ReportWriter:
             async with database_errors("ingest"):
                 if conn is None:
                     async with self._pool.acquire(timeout=self._timeout) as own:
-                        answers = await store.apply_reports(own, reports, lifetime=self._lifetime)
+                        decisions = await store.apply_reports(own, reports, lifetime=self._lifetime)
                 else:
-                    answers = await store.apply_reports(conn, reports, lifetime=self._lifetime)
+                    decisions = await store.apply_reports(conn, reports, lifetime=self._lifetime)
         except asyncio.CancelledError:
             _fail(batch, ShuttingDown())
             raise
@@ -157,12 +158,12 @@ class ReportWriter:
             _fail(batch, exc)
             return False
         # Committed: only now may anyone be told so.
-        record(reports, answers)
+        record(decisions)
         start = 0
         for waiting in batch:
             end = start + len(waiting.reports)
             if not waiting.future.done():
-                waiting.future.set_result(answers[start:end])
+                waiting.future.set_result(decisions[start:end])
             start = end
         return True
 
@@ -173,26 +174,36 @@ def _fail(batch: list[_Waiting], exc: BaseException) -> None:
             waiting.future.set_exception(exc)
 
 
-def _give_up(future: asyncio.Future[list[AppliedReport]]) -> None:
+def _give_up(future: asyncio.Future[list[ReportDecision]]) -> None:
     if not future.done():
         future.set_exception(Unavailable("could not save in time: the database is slow or away, retry later"))
 
 
-def record(reports: Sequence[IncomingReport], answers: Sequence[AppliedReport]) -> None:
+def record(decisions: Sequence[ReportDecision]) -> None:
     """Count what was committed (never before the commit: a rolled-back report counted nothing)."""
     now = datetime.now(UTC)
     # Counted per batch, one inc(n) per label set: each inc() takes a lock.
     counts: Counter[tuple[Any, ...]] = Counter()
-    for report, answer in zip(reports, answers, strict=True):
+    for decision in decisions:
+        report = decision.report
         # Status and Reason are StrEnums: the members are their label values.
-        outcome = "applied" if answer.applied else (answer.reason or "unmapped")
+        outcome = "applied" if decision.applied else (decision.reason or "unmapped")
         counts[metrics.REPORTS, report.source, outcome] += 1
-        if not answer.applied and answer.reason is not None:
-            counts[metrics.REJECTED, answer.reason] += 1
-        if answer.status is not answer.message_from:
-            counts[metrics.TRANSITIONS, answer.message_from, answer.status] += 1
-        if answer.delivery_seconds is not None:
-            metrics.DELIVERY_SECONDS.observe(answer.delivery_seconds)
+        if not decision.applied and decision.reason is not None:
+            counts[metrics.REJECTED, decision.reason] += 1
+        if decision.change is not None:
+            count_change(counts, decision.change)
         metrics.INGEST_SECONDS.observe(max(0.0, (now - report.received_at).total_seconds()))
     for (metric, *labels), n in counts.items():
         metrics.child(metric, *labels).inc(n)
+
+
+def count_change(counts: Counter[tuple[Any, ...]], change: ChangeEvent) -> None:
+    """A committed change's metrics: its status transition, and its delivery time when a report delivered it."""
+    before = change.previous_status or Status.NEW
+    if change.status is not before:
+        counts[metrics.TRANSITIONS, before, change.status] += 1
+    if change.source != SWEEP and change.status is Status.DELIVRD and before is not Status.DELIVRD:
+        seconds = change.message.delivery_seconds
+        if seconds is not None:
+            metrics.DELIVERY_SECONDS.observe(seconds)

@@ -107,9 +107,8 @@ def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) ->
         event_time=next((t for t in times if t is not None), None),
         recipient=recipient,
         error=error,
-        # A resent callback carries its Sequence again: the same event, answered as a duplicate.
-        event_id=None if sequence is None else str(sequence),
         raw_status=raw_status,
+        # A resent callback carries its Sequence again: the same event, answered as a duplicate.
         sequence=sequence,
     )
 

@@ -30,9 +30,10 @@ from service.errors import (
 )
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
+from service.ledger import ReportDecision
 from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
 from service.reports import IncomingReport
-from service.store import AppliedReport
+from service.services import Services
 
 logger = logging.getLogger("dlr_tracker.ingest")
 
@@ -87,7 +88,7 @@ async def ingest(request: Request) -> Response:
     return await process(app, dialect, parts, event_id)
 
 
-async def process(app: Any, dialect: Dialect, parts: RequestParts, event_id: str | None = None) -> Response:
+async def process(app: Services, dialect: Dialect, parts: RequestParts, event_id: str | None = None) -> Response:
     try:
         response = await _process(app, dialect, parts, event_id)
     except ServiceError as exc:
@@ -103,7 +104,7 @@ async def process(app: Any, dialect: Dialect, parts: RequestParts, event_id: str
     return response
 
 
-async def _process(app: Any, dialect: Dialect, parts: RequestParts, event_id: str | None) -> Response:
+async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_id: str | None) -> Response:
     received_at = datetime.now(UTC)
     name = dialect.name
     try:
@@ -142,7 +143,7 @@ async def _process(app: Any, dialect: Dialect, parts: RequestParts, event_id: st
     return batch_answer(results)
 
 
-def _answer(answer: AppliedReport) -> dict[str, Any]:
+def _answer(answer: ReportDecision) -> dict[str, Any]:
     return {
         "id": answer.message_id,
         "status": answer.status,  # a StrEnum: json writes its value
@@ -163,7 +164,7 @@ def _without_token(query: bytes) -> bytes:
 
 
 async def _quarantine(
-    app: Any, dialect: str, entries: list[tuple[RequestParts, dict[str, str], str | None]], received_at: datetime
+    app: Services, dialect: str, entries: list[tuple[RequestParts, dict[str, str], str | None]], received_at: datetime
 ) -> None:
     if not entries:
         return

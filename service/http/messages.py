@@ -17,8 +17,10 @@ from service.errors import LimitExceeded, NotFound, database_errors, field_error
 from service.http import views
 from service.http.envelope import batch_answer, ok
 from service.http.requests import page_limit, query, read_body, state
+from service.ledger import RegistrationDecision
 from service.payloads import PayloadError, RequestParts, decode_request, media_type
 from service.reports import Registration
+from service.services import Services
 from service.statuses import Status
 
 MAX_IDS = 100
@@ -54,7 +56,7 @@ async def register(request: Request) -> Response:
     now = datetime.now(UTC)
     parsed = [_registration(entry, now) for entry in entries]
     valid = [p for p in parsed if isinstance(p, Registration)]
-    results: list[tuple[str, Status, bool]] = []
+    results: list[RegistrationDecision] = []
     if valid:
         async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
@@ -62,16 +64,18 @@ async def register(request: Request) -> Response:
     if not batch:
         if not isinstance(parsed[0], Registration):
             raise field_error(*parsed[0])
-        message_id, status, created = next(answers)
-        return ok({"id": message_id, "status": status.value, "created": created})
+        return ok(_registered(next(answers)))
     items: list[dict[str, Any]] = []
     for index, p in enumerate(parsed):
         if isinstance(p, Registration):
-            message_id, status, created = next(answers)
-            items.append({"index": index, "code": 0, "id": message_id, "status": status.value, "created": created})
+            items.append({"index": index, "code": 0, **_registered(next(answers))})
         else:
             items.append({"index": index, "code": p[1], "errors": p[0]})
     return batch_answer(items)
+
+
+def _registered(decision: RegistrationDecision) -> dict[str, Any]:
+    return {"id": decision.message_id, "status": decision.status, "created": decision.created}
 
 
 def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, str], int]:
@@ -83,10 +87,10 @@ def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, s
     campaign = f.read(entry, "campaign", fields.text)
     segments = f.read(entry, "segments", fields.count)
     sent_at = f.read(entry, "sent_at", fields.timestamp)
-    f.read(entry, "text", lambda v: fields.text(v, MAX_TEXT))
+    text = f.read(entry, "text", lambda v: fields.text(v, MAX_TEXT))
     if f:
         return f.errors, f.code
-    return Registration(message_id, now, recipient, campaign, segments, sent_at)
+    return Registration(message_id, now, recipient, campaign, segments, sent_at, text)
 
 
 async def collection(request: Request) -> Response:
@@ -139,7 +143,7 @@ async def list_or_many(request: Request) -> Response:
     return await _page(app, params)
 
 
-async def _many(app: Any, raw: Any) -> Response:
+async def _many(app: Services, raw: Any) -> Response:
     values = raw if isinstance(raw, list) else [raw]
     if not all(isinstance(v, str) for v in values):
         raise field_error({"ids": "a comma-separated list of message ids"}, 1)
@@ -150,7 +154,7 @@ async def _many(app: Any, raw: Any) -> Response:
         raise LimitExceeded(f"{len(ids)} ids; at most {MAX_IDS}", {"ids": f"at most {MAX_IDS} ids"})
     async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.get_messages(conn, ids)
-    found = {r["id"]: r for r in records}
+    found = {r.id: r for r in records}
     return ok(
         {
             "items": [views.message(found[i]) for i in ids if i in found],
@@ -159,7 +163,7 @@ async def _many(app: Any, raw: Any) -> Response:
     )
 
 
-async def _page(app: Any, params: dict[str, Any]) -> Response:
+async def _page(app: Services, params: dict[str, Any]) -> Response:
     f = fields.FieldErrors()
     campaign = f.read(params, "campaign", fields.text)
     recipient = f.read(params, "to", fields.short)
@@ -177,7 +181,7 @@ async def _page(app: Any, params: dict[str, Any]) -> Response:
         records = await store.list_messages(conn, filt, limit + 1, after)
     more = len(records) > limit
     records = records[:limit]
-    next_cursor = _encode_cursor(records[-1]["sent_at"], records[-1]["id"]) if more else None
+    next_cursor = _encode_cursor(records[-1].sent_at, records[-1].id) if more else None
     return ok({"items": [views.message(r) for r in records], "next_cursor": next_cursor})
 
 

@@ -12,6 +12,7 @@ from service import store
 from service.http.envelope import EnvelopeResponse, ok
 from service.http.openapi import spec
 from service.metrics import registry
+from service.services import Services
 
 READY_TIMEOUT = 2.0
 
@@ -22,7 +23,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    app = request.app.state
+    app: Services = request.app.state.services
     if app.draining:
         return EnvelopeResponse(999, {"ready": False, "reason": "shutting down"}, "shutting down", 503)
     try:
@@ -52,4 +53,4 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(spec(request.app.state.settings.max_batch), media_type="application/json")
+    return Response(spec(request.app.state.services.settings.max_batch), media_type="application/json")

@@ -83,7 +83,7 @@ async def replay(request: Request) -> Response:
         reports = [i for i in parsed.items if isinstance(i, IncomingReport)]
         answers = await store.apply_reports(conn, reports, lifetime=app.settings.lifetime)
         await store.drop_quarantined(conn, item_id)
-    record(reports, answers)
+    record(answers)
     metrics.REPLAYED.inc()
     return ok(
         {
@@ -91,9 +91,9 @@ async def replay(request: Request) -> Response:
             "items": [
                 {
                     "id": a.message_id,
-                    "status": a.status.value,
+                    "status": a.status,
                     "applied": a.applied,
-                    "reason": a.reason.value if a.reason else None,
+                    "reason": a.reason,
                 }
                 for a in answers
             ],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BodyTooLarge, LimitExceeded, ShuttingDown, field_error
 from service.payloads import PayloadError, decode_form
+
+if TYPE_CHECKING:
+    from service.services import Services
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -38,11 +41,12 @@ def query(request: Request) -> dict[str, Any]:
         raise field_error(exc.errors, exc.code) from None
 
 
-def state(request: Request) -> Any:
-    app_state = request.app.state
-    if app_state.shutting_down:
+def state(request: Request) -> Services:
+    """The application's services, or code 999 once it is shutting down."""
+    services: Services = request.app.state.services
+    if services.shutting_down:
         raise ShuttingDown()
-    return app_state
+    return services
 
 
 def page_limit(params: dict[str, Any], default: int, maximum: int) -> int:

@@ -7,27 +7,30 @@ from typing import Any
 
 import asyncpg
 
-from service.statuses import FINAL, Status
+from service.ledger import MessageRecord
 
 
-def message(record: asyncpg.Record) -> dict[str, Any]:
-    status = Status(record["status"])
+def message(record: MessageRecord) -> dict[str, Any]:
+    """A message as `GET /messages/{id}` shows it (and every listing, and the event feed)."""
+    state = record.state
     return {
-        "id": record["id"],
-        "status": status.value,
-        "final": status in FINAL,
-        "to": record["recipient"],
-        "campaign": record["campaign"],
-        "segments_total": len(record["segment_statuses"]),
+        "id": record.id,
+        "status": state.status,
+        "final": state.final,
+        "to": record.recipient,
+        "campaign": record.campaign,
+        "segments_total": len(state.segments),
         "segments": [
             {"segment": n, "status": s, "updated_at": t}
-            for n, (s, t) in enumerate(zip(record["segment_statuses"], record["segment_updated_at"], strict=True), 1)
+            for n, (s, t) in enumerate(zip(state.segments, record.segment_updated_at, strict=True), 1)
         ],
-        "sent_at": record["sent_at"],
-        "updated_at": record["updated_at"],
-        "expires_at": record["expires_at"],
-        "final_at": record["final_at"],
-        "error": record["error"],
+        "sent_at": record.sent_at,
+        "updated_at": record.updated_at,
+        "expires_at": record.expires_at,
+        "final_at": record.final_at,
+        "error": record.error,
+        "text": record.text,
+        "version": record.version,
     }
 
 
@@ -43,6 +46,7 @@ def history_event(record: asyncpg.Record) -> dict[str, Any]:
         "reason": record["reason"],
         "error": record["error"],
         "event_id": record["event_id"],
+        "sequence": record["sequence"],
     }
 
 

@@ -1,0 +1,22 @@
+"""What a request handler is handed: the application's services, typed (never `app.state`'s untyped bag)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from service.campaign_cache import CampaignStatsCache
+from service.config import Settings
+from service.writer import ReportWriter
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    writer: ReportWriter
+    campaign_stats: CampaignStatsCache
+    schema_head: str  # the migration revision this code expects
+    draining: bool = False  # a stop signal arrived: not ready, but still finishing requests
+    shutting_down: bool = False  # the requests are done: the pool is closing

@@ -1,0 +1,208 @@
+"""The messages table: locking rows as `MessageRecord`s, and writing back what a `Ledger` changed.
+
+Writes lock the messages they touch in one stable order (ids sorted), so concurrent requests and replicas
+never deadlock; the ledger decides between the lock and the write-back, inside the transaction, so every
+change is applied against the state it was decided on.
+
+The write-back is one statement whatever the batch's size: it inserts the messages the batch creates (in
+their state after the batch), updates the changed ones, appends the history and keeps the senders' event
+ids. A message another transaction created meanwhile makes the insert skip a row: the transaction is rolled
+back and the batch applied again (it then finds the row and locks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+import orjson
+
+from service.engine import MessageState
+from service.ledger import HistoryEntry, Ledger, MessageRecord, SenderEvent
+from service.statuses import Status
+
+T = TypeVar("T")
+
+# What pool.acquire() hands out, or a plain connection: both speak the same API.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+
+# Every column of a message, in the order `record_from_row` reads them.
+COLUMNS = """
+    id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error, text,
+    sent_at, expires_at, final_at, registered_at, created_at, updated_at, delivery_seconds, version
+"""
+
+# A dict lookup: calling Status(value) goes through the enum machinery, a microsecond per segment.
+_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
+
+
+def record_from_row(row: asyncpg.Record) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"],
+        state=MessageState(
+            segments=tuple(_STATUS_BY_VALUE[s] for s in row["segment_statuses"]),
+            status=_STATUS_BY_VALUE[row["status"]],
+            partial=row["partial"],
+        ),
+        segment_updated_at=tuple(row["segment_updated_at"]),
+        recipient=row["recipient"],
+        campaign=row["campaign"],
+        error=row["error"],
+        text=row["text"],
+        sent_at=row["sent_at"],
+        expires_at=row["expires_at"],
+        final_at=row["final_at"],
+        registered_at=row["registered_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        delivery_seconds=row["delivery_seconds"],
+        version=row["version"],
+    )
+
+
+async def lock(conn: Connection, ids: Iterable[str]) -> dict[str, MessageRecord]:
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", sorted(set(ids))
+    )
+    return {r["id"]: record_from_row(r) for r in rows}
+
+
+_RECORD_TYPES = """
+    id text, status text, partial boolean, segment_statuses text[], segment_updated_at timestamptz[],
+    recipient text, campaign text, error text, text text, sent_at timestamptz, expires_at timestamptz,
+    final_at timestamptz, registered_at timestamptz, created_at timestamptz, updated_at timestamptz,
+    delivery_seconds double precision, version bigint
+"""
+_UPDATE = f"""
+    UPDATE messages AS m SET
+        status = u.status, partial = u.partial,
+        segment_statuses = u.segment_statuses, segment_updated_at = u.segment_updated_at,
+        recipient = u.recipient, campaign = u.campaign, error = u.error, text = u.text,
+        sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
+        registered_at = u.registered_at, updated_at = u.updated_at,
+        delivery_seconds = u.delivery_seconds, version = u.version
+    FROM json_to_recordset($1::json) AS u({_RECORD_TYPES})
+    WHERE m.id = u.id
+    RETURNING 1
+"""
+_INSERT = f"""
+    INSERT INTO messages ({COLUMNS})
+    SELECT {COLUMNS} FROM json_to_recordset($2::json) AS c({_RECORD_TYPES})
+    ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+"""
+_HISTORY = """
+    INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
+                         applied, reason, error, event_id, sequence)
+    SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error,
+           event_id, sequence
+    FROM json_to_recordset($3::json) AS h(
+        message_id text, status text, raw_status text, segment int, event_time timestamptz,
+        received_at timestamptz, source text, applied boolean, reason text, error text, event_id text,
+        sequence bigint)
+    RETURNING 1
+"""
+# A plain insert, no ON CONFLICT: an event id another transaction is committing right now makes this one
+# fail and apply its batch again, when the event is found and answered as a duplicate.
+_SENDER_EVENTS = """
+    INSERT INTO sender_events (source, event_id, message_id, received_at)
+    SELECT source, event_id, message_id, received_at
+    FROM json_to_recordset($4::json) AS e(source text, event_id text, message_id text, received_at timestamptz)
+    RETURNING 1
+"""
+# The batch travels as JSON documents rather than dozens of typed arrays: one orjson call, where asyncpg
+# would encode every element of every array in Python.
+_WRITE_BACK = f"""
+WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({_HISTORY}), kept AS ({_SENDER_EVENTS})
+SELECT count(*) FROM created
+"""
+
+
+class CreatedElsewhere(Exception):
+    """A message this batch took for new was created by another transaction meanwhile: apply it again."""
+
+
+def _json(rows: list[Any]) -> str:
+    # orjson writes datetimes (ISO-8601 with their offset) and StrEnum members itself, in C.
+    return orjson.dumps(rows).decode()
+
+
+def _record_json(r: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        # StrEnum members are str: json writes them as their values (`.value` is a slow descriptor).
+        "status": r.state.status,
+        "partial": r.state.partial,
+        "segment_statuses": r.state.segments,
+        "segment_updated_at": r.segment_updated_at,
+        "recipient": r.recipient,
+        "campaign": r.campaign,
+        "error": r.error,
+        "text": r.text,
+        "sent_at": r.sent_at,
+        "expires_at": r.expires_at,
+        "final_at": r.final_at,
+        "registered_at": r.registered_at,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "delivery_seconds": r.delivery_seconds,
+        "version": r.version,
+    }
+
+
+def _history_json(h: HistoryEntry) -> dict[str, Any]:
+    return {
+        "message_id": h.message_id,
+        "status": h.status,
+        "raw_status": h.raw_status,
+        "segment": h.segment,
+        "event_time": h.event_time,
+        "received_at": h.received_at,
+        "source": h.source,
+        "applied": h.applied,
+        "reason": h.reason,
+        "error": h.error,
+        "event_id": h.event_id,
+        "sequence": h.sequence,
+    }
+
+
+def _sender_event_json(e: SenderEvent) -> dict[str, Any]:
+    return {"source": e.source, "event_id": e.event_id, "message_id": e.message_id, "received_at": e.received_at}
+
+
+async def write_back(conn: Connection, ledger: Ledger) -> None:
+    """Write what the ledger did, in one statement. The rows are locked (or new) already, so nothing here
+    waits on anyone -- except an insert meeting a row or event id another transaction is creating."""
+    if not (ledger.created or ledger.changed or ledger.history or ledger.sender_events):
+        return
+    records = ledger.records
+    created = [_record_json(records[i]) for i in sorted(ledger.created)]
+    changed = [_record_json(records[i]) for i in sorted(ledger.changed - ledger.created)]
+    inserted = await conn.fetchval(
+        _WRITE_BACK,
+        _json(changed),
+        _json(created),
+        _json([_history_json(h) for h in ledger.history]),
+        _json([_sender_event_json(e) for e in ledger.sender_events]),
+    )
+    if inserted != len(created):
+        raise CreatedElsewhere()
+
+
+# What a message created by another transaction between our lock and our insert can raise: the insert
+# skipping it, a sender's event id meeting the other batch's row, or (rarely) a deadlock while the two
+# inserts wait on each other. None of them leaves anything behind: the transaction is rolled back.
+_RACES = (CreatedElsewhere, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+_RACE_ATTEMPTS = 3
+
+
+async def retrying_races(attempt: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(_RACE_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except _RACES:
+            continue  # rolled back: tried again, what another batch created is now found and locked
+    return await attempt()
