@@ -193,7 +193,7 @@ def test_get_receipts_over_http_answer_the_envelope_and_apply(client: TestClient
     }
     assert client.get("/dlr/vonage", params=receipt()).json()["data"]["status"] == "DELIVRD"
     data = client.get(f"/messages/{MESSAGE_ID}").json()["data"]
-    assert (data["id"], data["status"], data["to"], data["error"]) == (MESSAGE_ID, "DELIVRD", "447700900000", None)  # err-code 0: no error
+    assert (data["id"], data["status"], data["to"], data["error"]) == (MESSAGE_ID, "DELIVRD", "447700900000", None)
     items = client.get(f"/messages/{MESSAGE_ID}/history").json()["data"]["items"]
     assert [(i["status"], i["raw_status"], i["source"]) for i in items] == [
         ("ACCEPTD", "accepted", "vonage"),

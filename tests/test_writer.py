@@ -124,7 +124,8 @@ def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
         (False, "duplicate", "ENQUEUD"),
         (True, None, "DELIVRD"),
     ]
-    assert [r["sequence"] for r in fetch(db, "SELECT sequence FROM history ORDER BY seq")] == [3, 2, 4]  # the resent 3 is not stored twice
+    # the resent 3 is a duplicate: not stored twice
+    assert [r["sequence"] for r in fetch(db, "SELECT sequence FROM history ORDER BY seq")] == [3, 2, 4]
 
 
 @pytest.mark.parametrize(("registered", "reported"), [("12345678", "0000000012345678"), ("0012345678", "12345678")])
