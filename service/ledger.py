@@ -22,7 +22,7 @@ ledger changed: `created`, `changed`, `history`, `events` and `sender_events`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -428,12 +428,3 @@ class Ledger:
 
 def _seconds_since(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
-
-
-def sweep_summary(events: Iterable[ChangeEvent]) -> Mapping[tuple[Status, Status], int]:
-    """How many sweep resolutions went from which status to which."""
-    counts: dict[tuple[Status, Status], int] = {}
-    for e in events:
-        key = (e.previous_status or Status.NEW, e.status)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
