@@ -332,6 +332,36 @@ def test_webhook_end_to_end_and_a_retry_is_a_duplicate(client: TestClient) -> No
     assert items[0]["event_time"].startswith("2026-01-15T11:42:08")
 
 
+def test_a_replayed_event_naming_another_message_is_never_applied(client: TestClient) -> None:
+    """Mobizon's `sign` covers the event id, not its data: event 26, applied to message A, replayed (attempt 2,
+    freshly signed) with `data.messageId` = B is a duplicate. B is neither changed nor created, and nothing
+    is added to either history."""
+    client.post("/messages", json={"id": "b-message"})
+    assert client.post("/dlr/mobizon", json=DOCUMENTED).json()["data"]["applied"] is True
+    replay = event(
+        attempt=2,
+        data_messageId="b-message",
+        data_status="DELIVRD",
+        sign=sign("26", "2", "2026-01-15 11:42:28", SECRET),
+    )
+    assert client.post("/dlr/mobizon", json=replay).json()["data"] == {
+        "id": "b-message",
+        "status": "NEW",
+        "applied": False,
+        "reason": "duplicate",
+    }
+    assert message(client, "b-message")["status"] == "NEW"
+    assert history(client, "b-message") == []
+    unknown = event(
+        attempt=3,
+        data_messageId="c-message",
+        data_status="DELIVRD",
+        sign=sign("26", "3", "2026-01-15 11:42:28", SECRET),
+    )
+    assert client.post("/dlr/mobizon", json=unknown).json()["data"]["reason"] == "duplicate"
+    assert client.get("/messages/c-message").status_code == 404
+
+
 def test_form_body_end_to_end(client: TestClient) -> None:
     """The same event as a form with `data[...]` keys and string numbers is applied the same way."""
     body = as_form(event(eventId=27, data_messageId=169275419, data_status="REJECTD", data_segNum=1))
