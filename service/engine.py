@@ -225,20 +225,39 @@ def _rejected(state: MessageState, reason: Reason) -> Outcome:
     return Outcome(state, False, reason, (), state.status)
 
 
-def expire(state: MessageState) -> Outcome:
-    """The expiry sweep's resolution of a message still open past its lifetime.
+# The expiry sweep's rules as data (DESIGN §1, "Lifetime and the expiry sweep"). `expire` reads them, and so
+# does the sweep's SQL, which is generated from them (service/store/sweep.py).
 
-    A PDLIVRD message takes the status of its lowest-numbered segment holding an operator-reported final
-    status -- some operators report only the first delivered segment -- and DELIVRD when a message-level
-    PDLIVRD came without any segment detail. Any other open message becomes EXPIRED. Either way, the
-    segments still open become EXPIRED. The message status is set, not derived: it is the sweep's verdict.
+# What each segment status becomes: a segment still open expires, a final one keeps its status.
+SEGMENT_EXPIRY: Mapping[Status, Status] = MappingProxyType(
+    {s: s if is_final(s) else Status.EXPIRED for s in SEGMENT_STATUSES}
+)
+# What each open message status becomes. FIRST_FINAL_SEGMENT: the status of the lowest-numbered segment
+# holding an operator-reported final status -- some operators report only the first delivered segment --
+# or WITHOUT_SEGMENT_DETAIL when none does (a message-level PDLIVRD and nothing more).
+FIRST_FINAL_SEGMENT = None
+WITHOUT_SEGMENT_DETAIL = Status.DELIVRD
+MESSAGE_EXPIRY: Mapping[Status, Status | None] = MappingProxyType(
+    {
+        Status.NEW: Status.EXPIRED,
+        Status.ENQUEUD: Status.EXPIRED,
+        Status.ACCEPTD: Status.EXPIRED,
+        Status.PDLIVRD: FIRST_FINAL_SEGMENT,
+    }
+)
+assert set(MESSAGE_EXPIRY) == set(RANK), "every open message status has its expiry"
+
+
+def expire(state: MessageState) -> Outcome:
+    """The expiry sweep's resolution of a message still open past its lifetime, by the tables above.
+
+    The message status is set, not derived: it is the sweep's verdict.
     """
     if state.final:
         return _rejected(state, Reason.AFTER_FINAL)
-    if state.status == Status.PDLIVRD:
-        resolved = next((s for s in state.segments if is_final(s)), Status.DELIVRD)
-    else:
-        resolved = Status.EXPIRED
-    segments = tuple(s if is_final(s) else Status.EXPIRED for s in state.segments)
-    moved = tuple((n, s, Status.EXPIRED) for n, s in enumerate(state.segments, 1) if not is_final(s))
+    resolved = MESSAGE_EXPIRY[state.status]
+    if resolved is FIRST_FINAL_SEGMENT:
+        resolved = next((s for s in state.segments if is_final(s)), WITHOUT_SEGMENT_DETAIL)
+    segments = tuple(SEGMENT_EXPIRY[s] for s in state.segments)
+    moved = tuple((n, s, e) for n, (s, e) in enumerate(zip(state.segments, segments, strict=True), 1) if s != e)
     return Outcome(replace(state, segments=segments, status=resolved), True, None, moved, state.status)

@@ -218,6 +218,18 @@ def _outcome(state: MessageState, report: Report) -> Outcome:
     return found
 
 
+_EXPIRED: dict[MessageState, Outcome] = {}  # the same for the sweep: a few shapes of open message recur
+
+
+def _expiry(state: MessageState) -> Outcome:
+    found = _EXPIRED.get(state)
+    if found is None:
+        found = expire(state)
+        if len(_EXPIRED) < _MAX_OUTCOMES:
+            _EXPIRED[state] = found
+    return found
+
+
 @dataclass(slots=True)
 class Ledger:
     """The messages one transaction touches, and what it does to them, in order.
@@ -389,7 +401,7 @@ class Ledger:
     def expire(self, message_id: str, now: datetime) -> ChangeEvent | None:
         """Resolve a message past its lifetime (`engine.expire`); None if it is final already."""
         record = self.records[message_id]
-        outcome = expire(record.state)
+        outcome = _expiry(record.state)
         if not outcome.applied:
             return None
         stamps = list(record.segment_updated_at)
@@ -403,8 +415,9 @@ class Ledger:
             updated_at=now,
             version=record.version + 1,
         )
-        self.history.append(HistoryEntry(message_id, after.status, now, SWEEP, True))
-        return self._change(after, record.status, SWEEP, outcome.transitions, now)
+        change = self._change(after, record.status, SWEEP, outcome.transitions, now)
+        self.history.append(sweep_history(change))
+        return change
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -424,6 +437,24 @@ class Ledger:
         event = ChangeEvent(after, previous, source, moved, at)
         self.events.append(event)
         return event
+
+
+_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
+
+
+def sweep_change(after: MessageRecord, previous: str, previous_segments: Iterable[str], now: datetime) -> ChangeEvent:
+    """The change event of a resolution the sweep's SQL made, as `Ledger.expire` would have made it."""
+    moved = tuple(
+        (n, _STATUS_BY_VALUE[old], new)
+        for n, (old, new) in enumerate(zip(previous_segments, after.state.segments, strict=True), 1)
+        if old != new
+    )
+    return ChangeEvent(after, _STATUS_BY_VALUE[previous], SWEEP, moved, now)
+
+
+def sweep_history(change: ChangeEvent) -> HistoryEntry:
+    """A sweep resolution's history row: the status it was resolved to, when, by the sweep."""
+    return HistoryEntry(change.message_id, change.status, change.at, SWEEP, True)
 
 
 def _seconds_since(start: datetime, end: datetime) -> float:

@@ -195,3 +195,57 @@ def test_sweep_statement_agrees_with_the_engine_on_every_open_state(client: Test
     assert run_sweep(db).returncode == 0
     rows = fetch(db, "SELECT id, status, segment_statuses FROM messages")
     assert {r["id"]: (r["status"], list(r["segment_statuses"])) for r in rows} == expected
+
+
+def test_the_generated_sweep_statement_makes_the_ledgers_change_events(client: TestClient, db: str) -> None:
+    """The sweep's SQL is generated from the engine's expiry tables; for every open state of 1-3 segments
+    (with and without a message-level PDLIVRD) it yields exactly the change event `Ledger.expire` makes from
+    the stored message -- statuses, segment times, final time, version, the segments that moved -- and
+    writes the same history row."""
+    import asyncio
+    from datetime import UTC, datetime
+    from itertools import product
+
+    import asyncpg
+
+    from service.ledger import Ledger
+    from service.statuses import SEGMENT_STATUSES
+    from service.store import sweep_batch
+    from service.store.messages import COLUMNS, record_from_row
+
+    registrations, reports = [], []
+    for n in (1, 2, 3):
+        for segments in product(sorted(SEGMENT_STATUSES), repeat=n):
+            for partial in (False, True):
+                mid = f"x{n}-{'-'.join(segments)}-{int(partial)}"
+                registrations.append({"id": mid, "sent_at": OVERDUE, "segments": n})
+                reports += [{"id": mid, "status": s, "segment": i} for i, s in enumerate(segments, 1) if s != "NEW"]
+                if partial:
+                    reports.append({"id": mid, "status": "PDLIVRD"})
+    for start in range(0, len(registrations), 1000):
+        assert client.post("/messages", json=registrations[start : start + 1000]).json()["code"] == 0
+    for start in range(0, len(reports), 1000):
+        assert client.post("/dlr/generic", json=reports[start : start + 1000]).json()["code"] == 0
+    now = datetime.now(UTC)
+
+    async def run() -> tuple[Ledger, list[object], list[asyncpg.Record]]:
+        conn = await asyncpg.connect(db)
+        try:
+            rows = await conn.fetch(f"SELECT {COLUMNS} FROM messages WHERE final_at IS NULL")
+            ledger = Ledger({r["id"]: record_from_row(r) for r in rows}, lifetime=0)
+            events = await sweep_batch(conn, now, len(rows) + 1)
+            history = await conn.fetch(
+                "SELECT message_id, status, received_at, source, applied FROM history WHERE source = 'sweep'"
+            )
+            return ledger, events, history
+        finally:
+            await conn.close()
+
+    ledger, events, history = asyncio.run(run())
+    expected = {i: ledger.expire(i, now) for i in sorted(ledger.records)}
+    assert len(expected) > 100
+    assert {e.message_id: e for e in events} == expected  # type: ignore[attr-defined]
+    assert sorted(tuple(h) for h in history) == sorted(
+        (h.message_id, h.status.value, h.received_at, h.source, h.applied)  # type: ignore[union-attr]
+        for h in ledger.history
+    )

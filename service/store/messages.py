@@ -93,12 +93,13 @@ _INSERT = f"""
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
 """
-_HISTORY = """
+# History rows from a JSON document (`{param}`: the statement's parameter holding it).
+HISTORY_INSERT = """
     INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
                          applied, reason, error, event_id, sequence)
     SELECT message_id, status, raw_status, segment, event_time, received_at, source, applied, reason, error,
            event_id, sequence
-    FROM json_to_recordset($3::json) AS h(
+    FROM json_to_recordset({param}::json) AS h(
         message_id text, status text, raw_status text, segment int, event_time timestamptz,
         received_at timestamptz, source text, applied boolean, reason text, error text, event_id text,
         sequence bigint)
@@ -115,7 +116,8 @@ _SENDER_EVENTS = """
 # The batch travels as JSON documents rather than dozens of typed arrays: one orjson call, where asyncpg
 # would encode every element of every array in Python.
 _WRITE_BACK = f"""
-WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({_HISTORY}), kept AS ({_SENDER_EVENTS})
+WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({HISTORY_INSERT.format(param="$3")}),
+     kept AS ({_SENDER_EVENTS})
 SELECT count(*) FROM created
 """
 
@@ -124,7 +126,7 @@ class CreatedElsewhere(Exception):
     """A message this batch took for new was created by another transaction meanwhile: apply it again."""
 
 
-def _json(rows: list[Any]) -> str:
+def json_rows(rows: list[Any]) -> str:
     # orjson writes datetimes (ISO-8601 with their offset) and StrEnum members itself, in C.
     return orjson.dumps(rows).decode()
 
@@ -152,7 +154,7 @@ def _record_json(r: MessageRecord) -> dict[str, Any]:
     }
 
 
-def _history_json(h: HistoryEntry) -> dict[str, Any]:
+def history_json(h: HistoryEntry) -> dict[str, Any]:
     return {
         "message_id": h.message_id,
         "status": h.status,
@@ -183,10 +185,10 @@ async def write_back(conn: Connection, ledger: Ledger) -> None:
     changed = [_record_json(records[i]) for i in sorted(ledger.changed - ledger.created)]
     inserted = await conn.fetchval(
         _WRITE_BACK,
-        _json(changed),
-        _json(created),
-        _json([_history_json(h) for h in ledger.history]),
-        _json([_sender_event_json(e) for e in ledger.sender_events]),
+        json_rows(changed),
+        json_rows(created),
+        json_rows([history_json(h) for h in ledger.history]),
+        json_rows([_sender_event_json(e) for e in ledger.sender_events]),
     )
     if inserted != len(created):
         raise CreatedElsewhere()

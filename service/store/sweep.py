@@ -1,39 +1,80 @@
-"""The expiry sweep's SQL: take a batch of overdue open messages, resolve them through the ledger.
+"""The expiry sweep's SQL, generated from the engine's own expiry tables.
 
-The rules are the engine's (`engine.expire`, through `Ledger.expire`): the store only finds, locks and
-writes back, with the same write-back as reports.
+At a million overdue messages, pulling every row into Python to decide and sending it back costs more than
+the sweep itself, so the resolution runs set-wise in one statement per batch. The statement is not a second
+copy of the rules: its CASE expressions are written out from `engine.SEGMENT_EXPIRY`, `engine.MESSAGE_EXPIRY`
+and `statuses.FINAL`, and tests/test_sweep.py checks that it resolves every open state exactly as
+`Ledger.expire` does (statuses, segment times, versions, change events and history rows). Each resolved row
+comes back as a `ChangeEvent`, the same as a report's.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from service.ledger import ChangeEvent, Ledger
-from service.store.messages import COLUMNS, Connection, record_from_row, write_back
+from service.engine import FIRST_FINAL_SEGMENT, MESSAGE_EXPIRY, SEGMENT_EXPIRY, WITHOUT_SEGMENT_DETAIL
+from service.ledger import SWEEP, ChangeEvent, sweep_change
+from service.statuses import FINAL, Status
+from service.store.messages import COLUMNS, Connection, record_from_row
+
+
+def _literal(status: Status) -> str:
+    return f"'{status.value}'"
+
+
+def _segment_expiry(column: str) -> str:
+    whens = " ".join(f"WHEN {_literal(s)} THEN {_literal(e)}" for s, e in sorted(SEGMENT_EXPIRY.items()))
+    return f"CASE {column} {whens} END"
+
+
+_FIRST_FINAL_SEGMENT = f"""coalesce(
+    (SELECT u.s FROM unnest(m.segment_statuses) WITH ORDINALITY AS u(s, n)
+     WHERE u.s IN ({", ".join(_literal(s) for s in sorted(FINAL))}) ORDER BY u.n LIMIT 1),
+    {_literal(WITHOUT_SEGMENT_DETAIL)})"""
+_MESSAGE_EXPIRY = "CASE m.status {} END".format(
+    " ".join(
+        f"WHEN {_literal(s)} THEN {_FIRST_FINAL_SEGMENT if e is FIRST_FINAL_SEGMENT else _literal(e)}"
+        for s, e in sorted(MESSAGE_EXPIRY.items())
+    )
+)
+_RETURNED = ", ".join(f"m.{column.strip()}" for column in COLUMNS.split(","))
+
+# SKIP LOCKED: the sweeper never waits for a row, so it cannot deadlock with ingest or with other sweepers;
+# a row another transaction holds is simply left for the next batch or the next pass.
+RESOLVE = f"""
+WITH due AS (
+    SELECT id, status, segment_statuses FROM messages
+    WHERE final_at IS NULL AND expires_at <= $1
+    ORDER BY expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), resolved AS (
+UPDATE messages AS m SET
+    status = {_MESSAGE_EXPIRY},
+    segment_statuses = ARRAY(
+        SELECT {_segment_expiry("u.s")} FROM unnest(m.segment_statuses) WITH ORDINALITY AS u(s, n) ORDER BY u.n),
+    segment_updated_at = ARRAY(
+        SELECT CASE WHEN {_segment_expiry("u.s")} = u.s THEN u.t ELSE $1 END
+        FROM unnest(m.segment_statuses, m.segment_updated_at) WITH ORDINALITY AS u(s, t, n) ORDER BY u.n),
+    final_at = $1,
+    updated_at = $1,
+    version = m.version + 1
+FROM due
+WHERE m.id = due.id
+RETURNING {_RETURNED}, due.status AS previous_status, due.segment_statuses AS previous_segments
+), logged AS (
+    -- Ledger.sweep_history's row, written here to spare a round trip per batch (the tests compare them).
+    INSERT INTO history (message_id, status, received_at, source, applied)
+    SELECT id, status, $1, '{SWEEP}', true FROM resolved
+)
+SELECT * FROM resolved
+"""
 
 
 async def sweep_batch(conn: Connection, now: datetime, limit: int) -> list[ChangeEvent]:
-    """Resolve up to `limit` overdue open messages in one transaction; their change events.
-
-    SKIP LOCKED: the sweeper never waits for a row, so it cannot deadlock with ingest or with other
-    sweepers; a row another transaction holds is simply left for the next batch or the next pass.
-    """
-    async with conn.transaction():
-        rows = await conn.fetch(
-            f"""
-            SELECT {COLUMNS} FROM messages
-            WHERE final_at IS NULL AND expires_at <= $1
-            ORDER BY expires_at
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-            """,
-            now,
-            limit,
-        )
-        ledger = Ledger({row["id"]: record_from_row(row) for row in rows}, lifetime=0)
-        events = [e for row in rows if (e := ledger.expire(row["id"], now)) is not None]
-        await write_back(conn, ledger)
-    return events
+    """Resolve up to `limit` overdue open messages in one statement; their change events."""
+    rows = await conn.fetch(RESOLVE, now, limit)  # one statement: atomic without a transaction block
+    return [sweep_change(record_from_row(row), row["previous_status"], row["previous_segments"], now) for row in rows]
 
 
 async def count_open(conn: Connection) -> int:
