@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
@@ -178,6 +179,77 @@ def test_quarantine_pagination(client: TestClient) -> None:
     assert len(first["items"]) == 3
     assert len(second["items"]) == 2
     assert second["next_cursor"] is None
+
+
+def test_repeated_ids_are_all_read(client: TestClient) -> None:
+    """`ids` may be repeated, as requests and httpx send a list (`ids=m1&ids=m2`), with commas inside too
+    and as `ids[]=`: every id is looked up, in order, each once -- never only the last one."""
+    for message_id in ("m1", "m2", "m3"):
+        report(client, id=message_id, status="ACCEPTD")
+    data = client.get("/messages", params=[("ids", "m1"), ("ids", "m2"), ("ids", "nope")]).json()["data"]
+    assert ([i["id"] for i in data["items"]], data["not_found"]) == (["m1", "m2"], ["nope"])
+    data = client.get("/messages?ids=m3,m1&ids=nope&ids[]=m2&ids=m1").json()["data"]
+    assert ([i["id"] for i in data["items"]], data["not_found"]) == (["m3", "m1", "m2"], ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/messages?campaign=a&campaign=b", "campaign"),
+        ("/messages?status=DELIVRD&limit=5&status=UNDELIV", "status"),
+        ("/messages?limit=1&limit=1", "limit"),
+        ("/messages?ids=m1&cursor=x&cursor=y", "cursor"),
+        ("/quarantine?dialect=smpp&dialect=generic", "dialect"),
+        ("/messages/m1?apiKey=k&apiKey=k", "apiKey"),
+    ],
+)
+def test_a_single_valued_read_parameter_given_twice_is_refused(client: TestClient, path: str, name: str) -> None:
+    """A parameter read once (a filter, a page size, a cursor, the API key) given twice is code 1 (HTTP 400)
+    naming it: which value counts would be a guess, and the last one winning silently filtered wrongly."""
+    report(client, id="m1", status="ACCEPTD")
+    refused = client.get(path)
+    assert (refused.status_code, refused.json()["code"]) == (400, 1), refused.text
+    assert list(refused.json()["data"]) == [name]
+    assert "given 2 times" in refused.json()["data"][name]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "names"),
+    [
+        ("GET", "/messages?updated_since=2026-01-01", ["updated_since"]),
+        ("GET", "/messages?campaign=c&stauts=DELIVRD&sort=asc", ["stauts", "sort"]),
+        ("GET", "/messages?ids=m1&verbose=1", ["verbose"]),
+        ("GET", "/messages/m1?fields=status", ["fields"]),
+        ("GET", "/messages/m1/history?limit=5", ["limit"]),
+        ("GET", "/campaigns/c?since=2026-01-01", ["since"]),
+        ("GET", "/quarantine?status=DELIVRD", ["status"]),
+        ("POST", "/messages?campaign=c", ["campaign"]),
+        ("POST", "/quarantine/1/replay?force=1", ["force"]),
+    ],
+)
+def test_unknown_read_parameters_are_refused(client: TestClient, method: str, path: str, names: list[str]) -> None:
+    """A query parameter the endpoint does not read is code 1 naming each one, as Stripe does: a misspelt
+    filter (`updated_since=`) must not answer the whole list as if it were filtered."""
+    report(client, id="m1", status="ACCEPTD", campaign="c")
+    refused = client.request(method, path, json={"id": "m1"} if method == "POST" else None)
+    assert (refused.status_code, refused.json()["code"]) == (400, 1), refused.text
+    assert sorted(refused.json()["data"]) == sorted(names)
+    assert "not a parameter of this endpoint" in refused.json()["data"][names[0]]
+
+
+def test_the_api_key_parameter_is_known_wherever_keys_are_read(settings: Settings) -> None:
+    """`apiKey=` is a parameter of every endpoint that reads API keys, next to its own ones; an unknown
+    parameter is refused only once the caller is authenticated (401 first)."""
+    keyed = replace(settings, api_keys=frozenset({Secret("k1")}))
+    with TestClient(create_app(keyed)) as client:
+        client.post("/dlr/generic", json={"id": "m1", "status": "ACCEPTD", "campaign": "c"})
+        for path in ("/messages/m1", "/messages/m1/history", "/messages?ids=m1", "/messages?limit=1", "/campaigns/c"):
+            joiner = "&" if "?" in path else "?"
+            assert client.get(f"{path}{joiner}apiKey=k1").status_code == 200, path
+        assert client.get("/quarantine?dialect=smpp&apiKey=k1").status_code == 200
+        assert client.post("/messages?apiKey=k1", json={"id": "m2"}).status_code == 200
+        assert client.get("/messages?updated_since=x").status_code == 401
+        assert client.get("/messages?updated_since=x&apiKey=k1").json()["code"] == 1
 
 
 def test_api_keys_guard_reads_and_registration(settings: Settings) -> None:

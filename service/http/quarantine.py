@@ -14,7 +14,7 @@ from service.errors import LimitExceeded, NotFound, UnknownModule, database_erro
 from service.http import views
 from service.http.envelope import ok
 from service.http.ingest import dialect_for
-from service.http.requests import page_limit, query, state
+from service.http.requests import page_limit, read_query, state
 from service.payloads import PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.writer import record
@@ -26,7 +26,7 @@ MAX_PAGE = 1000
 async def list_quarantine(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
-    params = query(request)
+    params = read_query(request, ("dialect", "limit", "cursor"))
     f = fields.FieldErrors()
     dialect = f.read(params, "dialect", fields.text)
     if f:
@@ -57,6 +57,7 @@ async def replay(request: Request) -> Response:
     """
     app = state(request)
     require_api_key(request, app.settings.api_keys)
+    read_query(request)
     raw_id = request.path_params["id"]
     try:
         item_id = fields.count(raw_id, 2**62)
