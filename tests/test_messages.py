@@ -252,6 +252,20 @@ def test_the_api_key_parameter_is_known_wherever_keys_are_read(settings: Setting
         assert client.get("/messages?updated_since=x&apiKey=k1").json()["code"] == 1
 
 
+def test_an_id_ending_in_history_is_read_by_its_encoded_path(client: TestClient) -> None:
+    """`GET /messages/x%2Fhistory` is message `x/history` (an encoded slash belongs to the id), while
+    `/messages/x/history` is still x's history and `/messages/x%2Fhistory/history` that of `x/history`."""
+    report(client, id="x", status="ACCEPTD")
+    report(client, id="x/history", status="DELIVRD")
+    one = client.get("/messages/x%2Fhistory")
+    assert one.status_code == 200, one.text
+    assert (one.json()["data"]["id"], one.json()["data"]["status"]) == ("x/history", "DELIVRD")
+    assert [e["status"] for e in client.get("/messages/x/history").json()["data"]["items"]] == ["ACCEPTD"]
+    assert [e["status"] for e in client.get("/messages/x%2Fhistory/history").json()["data"]["items"]] == ["DELIVRD"]
+    assert [e["status"] for e in client.get("/messages/x/histor%79").json()["data"]["items"]] == ["ACCEPTD"]
+    assert client.get("/messages/y%2Fhistory").json()["code"] == 2
+
+
 def test_api_keys_guard_reads_and_registration(settings: Settings) -> None:
     """With DLR_API_KEYS set, reads and registration need a key (Bearer or apiKey=), ingest does not."""
     keyed = replace(settings, api_keys=frozenset({Secret("k1"), Secret("k2")}))
