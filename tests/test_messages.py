@@ -80,6 +80,31 @@ def test_registration_validation(client: TestClient) -> None:
     assert "sent_at" in bad.json()["data"]
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"id=f1&segments=2"),
+        ("text/plain", b'{"id": "f1"}'),
+        (None, b"id=f1&segments=2"),  # no Content-Type and no `{` or `[`: a form, as curl -d sends
+    ],
+)
+def test_registration_is_json_only(client: TestClient, db: str, content_type: str | None, body: bytes) -> None:
+    """POST /messages takes JSON (an object or an array; without a Content-Type a body starting `{` or `[`):
+    a form or any other body is code 6 (HTTP 415) naming the content type, and registers nothing."""
+    headers = {"content-type": content_type} if content_type else {}
+    refused = client.post("/messages", content=body, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (415, 6), refused.text
+    assert list(refused.json()["data"]) == ["content-type"]
+    assert fetch(db, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
+    assert client.post("/messages", content=b'{"id": "f1"}').status_code == 200
+    assert (
+        client.post("/messages", content=b'[{"id": "f2"}]', headers={"content-type": "application/vnd.x+json"}).json()[
+            "code"
+        ]
+        == 0
+    )
+
+
 def test_history_oldest_first_with_sources_and_times(client: TestClient) -> None:
     """History lists every stored event oldest first with its event time and source."""
     report(client, id="h", status="ACCEPTD", time="2026-11-25T10:00:00Z")
