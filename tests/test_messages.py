@@ -343,6 +343,27 @@ def test_database_down_is_503_code_10_with_retry_after(settings: Settings, datab
         assert client.get("/readyz").status_code == 200
 
 
+def test_a_read_during_an_outage_says_the_database_is_unavailable(settings: Settings, database_outage) -> None:  # type: ignore[no-untyped-def]
+    """A read while the database is away is 503 code 10 with Retry-After, like a write, but its message
+    says the database is unavailable (a read saves nothing); a registration still says it could not save."""
+    with TestClient(create_app(settings)) as client, database_outage():
+        for path in (
+            "/messages/m1",
+            "/messages/m1/history",
+            "/messages?ids=m1",
+            "/messages",
+            "/campaigns/c",
+            "/quarantine",
+        ):
+            read = client.get(path)
+            assert (read.status_code, read.json()["code"]) == (503, 10), path
+            assert read.headers["retry-after"]
+            assert read.json()["message"] == "database unavailable, retry later", path
+        write = client.post("/messages", json={"id": "m1"})
+        assert (write.status_code, write.json()["code"]) == (503, 10)
+        assert write.json()["message"].startswith("could not save")
+
+
 def test_connections_dropped_under_load_are_503_or_applied_never_500(settings: Settings, drop_connections) -> None:  # type: ignore[no-untyped-def]
     """Server sessions ended under load (a restart, a failover) break pooled connections in several
     ways inside asyncpg, idle or mid-statement; each request must get a retryable 503 code 10 or be

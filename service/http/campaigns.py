@@ -17,7 +17,7 @@ async def get_campaign(request: Request) -> Response:
     require_api_key(request, app.settings.api_keys)
     read_query(request)
     campaign = path_id(request, "campaign", "campaign")
-    async with database_errors():
+    async with database_errors("read"):
         stats = await app.campaign_stats.get(campaign)
     if stats is None:
         raise NotFound(f"campaign {campaign[:80]!r} not found", {"campaign": campaign[:255]})

@@ -59,7 +59,7 @@ async def register(request: Request) -> Response:
     valid = [p for p in parsed if isinstance(p, Registration)]
     results: list[tuple[str, Status, bool]] = []
     if valid:
-        async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        async with database_errors("register"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
     answers = iter(results)
     if not batch:
@@ -122,7 +122,7 @@ async def get_one(request: Request) -> Response:
     require_api_key(request, app.settings.api_keys)
     read_query(request)
     message_id = path_id(request, "id", "message")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         record = await store.get_message(conn, message_id)
     if record is None:
         raise NotFound(f"message {message_id[:80]!r} not found", {"id": message_id[:255]})
@@ -134,7 +134,7 @@ async def history(request: Request) -> Response:
     require_api_key(request, app.settings.api_keys)
     read_query(request)
     message_id = path_id(request, "id", "message")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         exists = await store.get_message(conn, message_id)
         events = await store.get_history(conn, message_id) if exists else []
     if exists is None:
@@ -161,7 +161,7 @@ async def _many(app: Any, values: list[str]) -> Response:
         raise field_error({"ids": "required"}, 11)
     if len(ids) > MAX_IDS:
         raise LimitExceeded(f"{len(ids)} ids; at most {MAX_IDS}", {"ids": f"at most {MAX_IDS} ids"})
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.get_messages(conn, ids)
     found = {r["id"]: r for r in records}
     return ok(
@@ -186,7 +186,7 @@ async def _page(app: Any, params: dict[str, Any]) -> Response:
         raise LimitExceeded("since must be before until", {"since": "must be before until"})
     after = _decode_cursor(params.get("cursor"))
     filt = store.MessageFilter(campaign, status, recipient, since, until)
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.list_messages(conn, filt, limit + 1, after)
     more = len(records) > limit
     records = records[:limit]

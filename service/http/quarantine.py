@@ -38,7 +38,7 @@ async def list_quarantine(request: Request) -> Response:
         raise LimitExceeded(
             "bad cursor: pass next_cursor from the previous page unchanged", {"cursor": "bad cursor"}
         ) from None
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.list_quarantine(conn, dialect, limit + 1, cursor)
     more = len(records) > limit
     records = records[:limit]
@@ -65,7 +65,7 @@ async def replay(request: Request) -> Response:
         item_id = None
     if item_id is None:
         raise NotFound(f"quarantined payload {raw_id[:40]!r} not found")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
+    async with database_errors("replay"), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
         row = await store.take_quarantined(conn, item_id)
         if row is None:
             raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
