@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
+from urllib.parse import unquote
 
 import prometheus_client
 from starlette.applications import Starlette
@@ -132,6 +133,28 @@ class AnythingConvertor(PathConvertor):
     regex = r"[\s\S]*"
 
 
+class LastSegmentRoute(Route):
+    """A route whose path ends in a fixed segment (`/history`) that must be a segment as sent.
+
+    Routing reads the decoded path, where `/messages/x%2Fhistory` (message `x/history`) and
+    `/messages/x/history` (the history of `x`) are one string. The raw path still tells them apart: an
+    encoded slash is part of the id, so the last raw segment, decoded, must be the route's own.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.last_segment = path.rsplit("/", 1)[-1]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        raw = scope.get("raw_path")
+        if match is not Match.NONE and raw is not None:
+            last = unquote(raw.rsplit(b"/", 1)[-1].decode("latin-1"))
+            if last != self.last_segment:
+                return Match.NONE, {}
+        return match, child
+
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 
@@ -199,7 +222,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         ingest_route,
         Route("/messages", messages.collection, methods=["GET", "POST"]),
-        Route("/messages/{id:anything}/history", messages.history, methods=["GET"]),
+        LastSegmentRoute("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
         Route("/campaigns/{campaign:anything}", campaigns.get_campaign, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),

@@ -121,11 +121,20 @@ class Settings:
         token = text("DLR_WEBHOOK_TOKEN")
 
         def per_dialect(prefix: str) -> dict[str, Secret]:
-            return {
-                name[len(prefix) :].lower(): Secret(value)
-                for name, value in merged.items()
-                if name.startswith(prefix) and value
-            }
+            # A misspelt dialect (`..._TWILLIO`) would leave the real one unauthenticated without a word:
+            # stop instead. Lazy: the dialects import modules that import this one.
+            from service.dialects import DIALECTS
+
+            found = {}
+            for name, value in merged.items():
+                if not name.startswith(prefix):
+                    continue
+                dialect = name[len(prefix) :].lower()
+                if dialect not in DIALECTS:
+                    raise SettingsError(f"{name} names no dialect; the dialects are {', '.join(sorted(DIALECTS))}")
+                if value:
+                    found[dialect] = Secret(value)
+            return found
 
         secret = text("DLR_WEBHOOK_SECRET")
         if secret is not None and not _is_whsec(secret):
@@ -133,7 +142,11 @@ class Settings:
         public_url = text("DLR_PUBLIC_URL")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise SettingsError(f"DLR_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
-        keys = frozenset(Secret(k.strip()) for k in (text("DLR_API_KEYS") or "").split(",") if k.strip())
+        listed = text("DLR_API_KEYS")
+        keys = frozenset(Secret(k.strip()) for k in (listed or "").split(",") if k.strip())
+        if listed is not None and not keys:
+            # Set to separators only: meant to close the API, it would leave it open.
+            raise SettingsError("DLR_API_KEYS is set but holds no key (comma-separated keys; unset it for an open API)")
         return cls(
             database_url=Secret(database_url) if database_url else None,
             data_dir=Path(text("DLR_DATA_DIR", ".dlr-tracker") or ".dlr-tracker"),

@@ -108,13 +108,19 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# What the caller is told, by operation where "could not save" (the default) would be false: a read saves
+# nothing. Code, HTTP status and Retry-After are the same.
+UNAVAILABLE_MESSAGES = {"read": "database unavailable, retry later"}
+
+
 @asynccontextmanager
 async def database_errors(operation: str = "request") -> AsyncIterator[None]:
-    """Turn "the database is away" into code 10 (503, Retry-After) and count it by operation."""
+    """Turn "the database is away" into code 10 (503, Retry-After) and count it by operation (`read`,
+    `register`, `ingest`, ...)."""
     try:
         yield
     except Exception as exc:
         if is_unavailable(exc):
             metrics.DB_ERRORS.labels(operation).inc()
-            raise Unavailable(data={"reason": type(exc).__name__}) from exc
+            raise Unavailable(UNAVAILABLE_MESSAGES.get(operation), {"reason": type(exc).__name__}) from exc
         raise

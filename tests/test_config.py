@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from service.config import Secret, Settings, SettingsError
+from tests.processes import command
 
 
 def test_defaults_match_the_design() -> None:
@@ -82,3 +85,54 @@ def test_secrets_never_print() -> None:
     shown = repr(s) + str(s)
     for secret in ("hunter2", "key-123", "tok-456"):
         assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DLR_WEBHOOK_SECRET_TWILLIO", "tw-auth-token"),  # misspelt: Twilio's signature would go unchecked
+        ("DLR_WEBHOOK_TOKEN_KANEL", "kannel-token"),
+        ("DLR_WEBHOOK_TOKEN_", "bare-token"),
+    ],
+)
+def test_a_per_dialect_variable_for_no_dialect_stops_the_start(name: str, value: str) -> None:
+    """`DLR_WEBHOOK_SECRET_<X>` / `DLR_WEBHOOK_TOKEN_<X>` for a dialect that does not exist is an error
+    naming the variable (and the dialects there are), never its value: a misspelling must not switch a
+    sender's authentication off silently."""
+    with pytest.raises(SettingsError, match=f"^{name} names no dialect; the dialects are generic, ") as raised:
+        Settings.from_env({name: value}, env_file=None)
+    assert value not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [" , ", ",", "   "])
+def test_api_keys_set_to_no_key_stop_the_start(value: str) -> None:
+    """`DLR_API_KEYS` set to separators or spaces only is an error, not "no keys" (which would open the
+    API to anyone); unset or empty it means an open API."""
+    with pytest.raises(SettingsError, match="DLR_API_KEYS is set but holds no key"):
+        Settings.from_env({"DLR_API_KEYS": value}, env_file=None)
+    assert Settings.from_env({"DLR_API_KEYS": ""}, env_file=None).api_keys == frozenset()
+
+
+@pytest.mark.parametrize("command_name", ["serve", "migrate"])
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("DLR_WEBHOOK_SECRET_TWILLIO", "tw-auth-token", "DLR_WEBHOOK_SECRET_TWILLIO names no dialect"),
+        ("DLR_API_KEYS", " , ", "DLR_API_KEYS is set but holds no key"),
+    ],
+)
+def test_the_cli_refuses_to_start_on_a_silent_opening(
+    tmp_path: Path, command_name: str, name: str, value: str, words: str
+) -> None:
+    """`dlr-tracker serve` and `migrate` exit with status 2 and a configuration error naming the variable
+    (never its value) before touching a database, when a setting would silently open an endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DLR_", "DATABASE_URL"))}
+    env.update({"DLR_DATA_DIR": str(tmp_path / "data"), name: value})
+    done = subprocess.run(
+        [*command(), command_name], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"dlr-tracker: configuration error: {words}" in done.stderr
+    if value.strip(" ,"):
+        assert value not in done.stdout + done.stderr
+    assert not (tmp_path / "data").exists()

@@ -5,14 +5,14 @@ payloads are reconstructed from the reference (§4) and the public issues it cit
 Nexmo's zero-padded ids, clickatell's 12-digit dates (jasmin#70), YYYYMMDDhhmm dates and missing
 sub/dlvrd (jasmin#753), a receipt without the `stat:` label (ksmppd), `err:0000` and trailing binary
 garbage (php-smpp#70), err on DELIVRD (jasmin#760).
-Sample payloads tested: 56 (17 state rows, 15 deviation receipts, 7 transports, 9 invalid, 8 over HTTP).
+Sample payloads tested: 61 (17 state rows, 15 deviation receipts, 7 transports, 9 invalid, 13 over HTTP).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import pytest
 from starlette.testclient import TestClient
@@ -356,6 +356,32 @@ def test_invalid_receipt_over_http_is_quarantined(client: TestClient, db: str) -
     assert fetch(db, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
     [kept] = client.get("/quarantine?dialect=smpp").json()["data"]["items"]
     assert (kept["body"], kept["content_type"], kept["error"]) == (body, "text/plain", {"stat": "required"})
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("id:abc\u00e9 stat:DELIVRD", "id"),  # a non-ASCII id: once read as `abc`, another message
+        ("id:abc stat:DELIVRD\u00e9", "stat"),  # once read as DELIVRD
+        ("id:abc stat:DELIVRD-X", "stat"),
+        ("id:abc stat:DELIVRD err:000\u00e9", "err"),  # once read as 000
+        (b"id:abc\xff stat:DELIVRD", "id"),  # a byte that is not UTF-8 inside the id
+    ],
+)
+def test_receipt_values_are_read_whole_or_refused(client: TestClient, db: str, body: str | bytes, field: str) -> None:
+    """A receipt's id, stat or err is read up to the next space or control character and taken whole:
+    one holding a character it may not (a non-ASCII id, a state word running on) is refused with code 1
+    naming the field and quarantined, never cut short onto another message or another status."""
+    for message_id in ("abc", "abc\u00e9"):
+        assert client.post("/messages", json={"id": message_id}).status_code == 200
+    response = post_receipt(client, body)
+    assert (response.status_code, response.json()["code"]) == (400, 1), response.text
+    assert list(response.json()["data"]) == [field]
+    for message_id in ("abc", "abc\u00e9"):
+        assert message(client, quote(message_id, safe=""))["status"] == "NEW"
+    [kept] = client.get("/quarantine?dialect=smpp").json()["data"]["items"]
+    assert field in kept["error"]
+    assert fetch(db, "SELECT count(*) AS n FROM history")[0]["n"] == 0
 
 
 @pytest.mark.parametrize(("registered", "receipted"), [("12345678", "0000000012345678"), ("0012345678", "12345678")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
@@ -77,6 +78,31 @@ def test_registration_validation(client: TestClient) -> None:
     bad = client.post("/messages", json={"id": "x", "sent_at": "yesterday"})
     assert (bad.status_code, bad.json()["code"]) == (400, 1)
     assert "sent_at" in bad.json()["data"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"id=f1&segments=2"),
+        ("text/plain", b'{"id": "f1"}'),
+        (None, b"id=f1&segments=2"),  # no Content-Type and no `{` or `[`: a form, as curl -d sends
+    ],
+)
+def test_registration_is_json_only(client: TestClient, db: str, content_type: str | None, body: bytes) -> None:
+    """POST /messages takes JSON (an object or an array; without a Content-Type a body starting `{` or `[`):
+    a form or any other body is code 6 (HTTP 415) naming the content type, and registers nothing."""
+    headers = {"content-type": content_type} if content_type else {}
+    refused = client.post("/messages", content=body, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (415, 6), refused.text
+    assert list(refused.json()["data"]) == ["content-type"]
+    assert fetch(db, "SELECT count(*) AS n FROM messages")[0]["n"] == 0
+    assert client.post("/messages", content=b'{"id": "f1"}').status_code == 200
+    assert (
+        client.post("/messages", content=b'[{"id": "f2"}]', headers={"content-type": "application/vnd.x+json"}).json()[
+            "code"
+        ]
+        == 0
+    )
 
 
 def test_history_oldest_first_with_sources_and_times(client: TestClient) -> None:
@@ -180,6 +206,91 @@ def test_quarantine_pagination(client: TestClient) -> None:
     assert second["next_cursor"] is None
 
 
+def test_repeated_ids_are_all_read(client: TestClient) -> None:
+    """`ids` may be repeated, as requests and httpx send a list (`ids=m1&ids=m2`), with commas inside too
+    and as `ids[]=`: every id is looked up, in order, each once -- never only the last one."""
+    for message_id in ("m1", "m2", "m3"):
+        report(client, id=message_id, status="ACCEPTD")
+    data = client.get("/messages", params=[("ids", "m1"), ("ids", "m2"), ("ids", "nope")]).json()["data"]
+    assert ([i["id"] for i in data["items"]], data["not_found"]) == (["m1", "m2"], ["nope"])
+    data = client.get("/messages?ids=m3,m1&ids=nope&ids[]=m2&ids=m1").json()["data"]
+    assert ([i["id"] for i in data["items"]], data["not_found"]) == (["m3", "m1", "m2"], ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/messages?campaign=a&campaign=b", "campaign"),
+        ("/messages?status=DELIVRD&limit=5&status=UNDELIV", "status"),
+        ("/messages?limit=1&limit=1", "limit"),
+        ("/messages?ids=m1&cursor=x&cursor=y", "cursor"),
+        ("/quarantine?dialect=smpp&dialect=generic", "dialect"),
+        ("/messages/m1?apiKey=k&apiKey=k", "apiKey"),
+    ],
+)
+def test_a_single_valued_read_parameter_given_twice_is_refused(client: TestClient, path: str, name: str) -> None:
+    """A parameter read once (a filter, a page size, a cursor, the API key) given twice is code 1 (HTTP 400)
+    naming it: which value counts would be a guess, and the last one winning silently filtered wrongly."""
+    report(client, id="m1", status="ACCEPTD")
+    refused = client.get(path)
+    assert (refused.status_code, refused.json()["code"]) == (400, 1), refused.text
+    assert list(refused.json()["data"]) == [name]
+    assert "given 2 times" in refused.json()["data"][name]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "names"),
+    [
+        ("GET", "/messages?updated_since=2026-01-01", ["updated_since"]),
+        ("GET", "/messages?campaign=c&stauts=DELIVRD&sort=asc", ["stauts", "sort"]),
+        ("GET", "/messages?ids=m1&verbose=1", ["verbose"]),
+        ("GET", "/messages/m1?fields=status", ["fields"]),
+        ("GET", "/messages/m1/history?limit=5", ["limit"]),
+        ("GET", "/campaigns/c?since=2026-01-01", ["since"]),
+        ("GET", "/quarantine?status=DELIVRD", ["status"]),
+        ("POST", "/messages?campaign=c", ["campaign"]),
+        ("POST", "/quarantine/1/replay?force=1", ["force"]),
+    ],
+)
+def test_unknown_read_parameters_are_refused(client: TestClient, method: str, path: str, names: list[str]) -> None:
+    """A query parameter the endpoint does not read is code 1 naming each one, as Stripe does: a misspelt
+    filter (`updated_since=`) must not answer the whole list as if it were filtered."""
+    report(client, id="m1", status="ACCEPTD", campaign="c")
+    refused = client.request(method, path, json={"id": "m1"} if method == "POST" else None)
+    assert (refused.status_code, refused.json()["code"]) == (400, 1), refused.text
+    assert sorted(refused.json()["data"]) == sorted(names)
+    assert "not a parameter of this endpoint" in refused.json()["data"][names[0]]
+
+
+def test_the_api_key_parameter_is_known_wherever_keys_are_read(settings: Settings) -> None:
+    """`apiKey=` is a parameter of every endpoint that reads API keys, next to its own ones; an unknown
+    parameter is refused only once the caller is authenticated (401 first)."""
+    keyed = replace(settings, api_keys=frozenset({Secret("k1")}))
+    with TestClient(create_app(keyed)) as client:
+        client.post("/dlr/generic", json={"id": "m1", "status": "ACCEPTD", "campaign": "c"})
+        for path in ("/messages/m1", "/messages/m1/history", "/messages?ids=m1", "/messages?limit=1", "/campaigns/c"):
+            joiner = "&" if "?" in path else "?"
+            assert client.get(f"{path}{joiner}apiKey=k1").status_code == 200, path
+        assert client.get("/quarantine?dialect=smpp&apiKey=k1").status_code == 200
+        assert client.post("/messages?apiKey=k1", json={"id": "m2"}).status_code == 200
+        assert client.get("/messages?updated_since=x").status_code == 401
+        assert client.get("/messages?updated_since=x&apiKey=k1").json()["code"] == 1
+
+
+def test_an_id_ending_in_history_is_read_by_its_encoded_path(client: TestClient) -> None:
+    """`GET /messages/x%2Fhistory` is message `x/history` (an encoded slash belongs to the id), while
+    `/messages/x/history` is still x's history and `/messages/x%2Fhistory/history` that of `x/history`."""
+    report(client, id="x", status="ACCEPTD")
+    report(client, id="x/history", status="DELIVRD")
+    one = client.get("/messages/x%2Fhistory")
+    assert one.status_code == 200, one.text
+    assert (one.json()["data"]["id"], one.json()["data"]["status"]) == ("x/history", "DELIVRD")
+    assert [e["status"] for e in client.get("/messages/x/history").json()["data"]["items"]] == ["ACCEPTD"]
+    assert [e["status"] for e in client.get("/messages/x%2Fhistory/history").json()["data"]["items"]] == ["DELIVRD"]
+    assert [e["status"] for e in client.get("/messages/x/histor%79").json()["data"]["items"]] == ["ACCEPTD"]
+    assert client.get("/messages/y%2Fhistory").json()["code"] == 2
+
+
 def test_api_keys_guard_reads_and_registration(settings: Settings) -> None:
     """With DLR_API_KEYS set, reads and registration need a key (Bearer or apiKey=), ingest does not."""
     keyed = replace(settings, api_keys=frozenset({Secret("k1"), Secret("k2")}))
@@ -230,6 +341,27 @@ def test_database_down_is_503_code_10_with_retry_after(settings: Settings, datab
             assert client.get("/healthz").status_code == 200
         assert client.post("/dlr/generic", json={"id": "down", "status": "ACCEPTD"}).status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_read_during_an_outage_says_the_database_is_unavailable(settings: Settings, database_outage) -> None:  # type: ignore[no-untyped-def]
+    """A read while the database is away is 503 code 10 with Retry-After, like a write, but its message
+    says the database is unavailable (a read saves nothing); a registration still says it could not save."""
+    with TestClient(create_app(settings)) as client, database_outage():
+        for path in (
+            "/messages/m1",
+            "/messages/m1/history",
+            "/messages?ids=m1",
+            "/messages",
+            "/campaigns/c",
+            "/quarantine",
+        ):
+            read = client.get(path)
+            assert (read.status_code, read.json()["code"]) == (503, 10), path
+            assert read.headers["retry-after"]
+            assert read.json()["message"] == "database unavailable, retry later", path
+        write = client.post("/messages", json={"id": "m1"})
+        assert (write.status_code, write.json()["code"]) == (503, 10)
+        assert write.json()["message"].startswith("could not save")
 
 
 def test_connections_dropped_under_load_are_503_or_applied_never_500(settings: Settings, drop_connections) -> None:  # type: ignore[no-untyped-def]

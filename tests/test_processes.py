@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import subprocess
 from pathlib import Path
 
@@ -114,3 +115,37 @@ def test_two_services_on_one_database_under_concurrent_senders(tmp_path: Path, f
         codes = [s.stop() for s in services]
     assert codes == [0, 0], [s.output() for s in services]
     check_final_states(dsn, ids)
+
+
+# The HTTP server's own limit (httptools parses a URL with 16-bit offsets), as the README's API section says.
+MAX_REQUEST_TARGET = 65_535
+
+
+def raw_get(port: int, target: bytes) -> tuple[bytes, bytes]:
+    """A GET sent as raw bytes (httpx refuses URLs this long itself): the answer's head and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_a_request_target_past_the_servers_limit_is_refused_by_the_server(tmp_path: Path, db: str) -> None:
+    """A request target (path and query) of up to 65,535 bytes reaches the service and answers the
+    envelope; one byte more is refused by uvicorn/httptools before the service sees it, with a plain-text
+    400 `Invalid HTTP request received.` -- not the envelope, as the README says."""
+    service = ServiceProcess(tmp_path, env={"DATABASE_URL": db})
+    try:
+        service.wait_ready()
+        prefix = b"/messages?ids="
+        head, body = raw_get(service.port, prefix + b"a" * (MAX_REQUEST_TARGET - len(prefix)))
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b'"code":0' in body
+        head, body = raw_get(service.port, prefix + b"a" * (MAX_REQUEST_TARGET + 1 - len(prefix)))
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert b"content-type: text/plain; charset=utf-8" in head.lower()
+        assert body == b"Invalid HTTP request received."
+    finally:
+        assert service.stop() == 0, service.output()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from service import fields
@@ -49,15 +50,20 @@ STAT_STATUS: dict[str, Status | None] = {
 
 # Everything after the text label is the start of the original message: it may say "stat:" itself.
 _TEXT_LABEL = re.compile(r"(?:^|\s)text:", re.IGNORECASE)
+# A value runs to the next space or control character (NUL included: C strings end there) and is taken
+# whole, never stopped at the first character it should not hold: `id:abc\u00e9` must not read as `abc`,
+# a message that exists. Whether the whole value is acceptable is the caller's decision (`receipt_id`,
+# `receipt_word`).
+_VALUE = r"([^\s\x00-\x1f\x7f]+)"
 # Labels are matched at a word start so that `dlvrd:` never reads as `id:` of something else.
 _FIELDS: dict[str, re.Pattern[str]] = {
-    "id": re.compile(r"(?:^|[^A-Za-z0-9_])id:\s*([!-~]+)", re.IGNORECASE),
-    "sub": re.compile(r"(?:^|[^A-Za-z0-9_])sub:\s*([0-9]+)", re.IGNORECASE),
-    "dlvrd": re.compile(r"(?:^|[^A-Za-z0-9_])dlvrd:\s*([0-9]+)", re.IGNORECASE),
-    "submit date": re.compile(r"submit[ _]?date:\s*([0-9]+)", re.IGNORECASE),
-    "done date": re.compile(r"done[ _]?date:\s*([0-9]+)", re.IGNORECASE),
-    "stat": re.compile(r"(?:^|[^A-Za-z0-9_])stat:\s*([A-Za-z0-9_]+)", re.IGNORECASE),
-    "err": re.compile(r"(?:^|[^A-Za-z0-9_])err:\s*([A-Za-z0-9]+)", re.IGNORECASE),
+    "id": re.compile(rf"(?:^|[^A-Za-z0-9_])id:\s*{_VALUE}", re.IGNORECASE),
+    "sub": re.compile(rf"(?:^|[^A-Za-z0-9_])sub:\s*{_VALUE}", re.IGNORECASE),
+    "dlvrd": re.compile(rf"(?:^|[^A-Za-z0-9_])dlvrd:\s*{_VALUE}", re.IGNORECASE),
+    "submit date": re.compile(rf"submit[ _]?date:\s*{_VALUE}", re.IGNORECASE),
+    "done date": re.compile(rf"done[ _]?date:\s*{_VALUE}", re.IGNORECASE),
+    "stat": re.compile(rf"(?:^|[^A-Za-z0-9_])stat:\s*{_VALUE}", re.IGNORECASE),
+    "err": re.compile(rf"(?:^|[^A-Za-z0-9_])err:\s*{_VALUE}", re.IGNORECASE),
 }
 # A receipt without the `stat:` label (seen from ksmppd): a known state word standing alone.
 _STAT_WORDS = "|".join(sorted(STAT_STATUS, key=len, reverse=True))
@@ -96,6 +102,33 @@ def parse_receipt(raw: str) -> Receipt:
         err=found.get("err"),
         text=text,
     )
+
+
+_ID = re.compile(r"[!-~]+")
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+def receipt_id(value: Any) -> str | None:
+    """A receipt's `id:` as a message id: printable ASCII (an SMPP message_id is), else refused whole.
+
+    A refused id quarantines the receipt; cutting it at the first odd character would apply the status
+    to another message (`abc\u00e9` read as `abc`).
+    """
+    if value is None:
+        return None
+    if not _ID.fullmatch(value):
+        raise fields.FieldError("must be printable ASCII up to the next space (an SMPP message id)")
+    return fields.message_id(value)
+
+
+def receipt_word(value: Any) -> str | None:
+    """A receipt's `stat:` or `err:`: letters, digits and `_`, else refused whole (`DELIVRD\u00e9` is no
+    DELIVRD, and `err:000\u00e9` no 000)."""
+    if value is None:
+        return None
+    if not _WORD.fullmatch(value):
+        raise fields.FieldError("must be letters, digits or _ up to the next space")
+    return fields.short(value)
 
 
 def stat_status(stat: str) -> Status | None:

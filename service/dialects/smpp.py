@@ -11,7 +11,15 @@ from datetime import datetime
 
 from service import field_schemas as schemas
 from service import fields
-from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
+from service.dialects.receipt import (
+    Receipt,
+    parse_receipt,
+    receipt_id,
+    receipt_time,
+    receipt_word,
+    stat_status,
+    take_parameter,
+)
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
 from service.payloads import FORM, TEXT, PayloadError, RequestParts, UnsupportedFormat
@@ -28,9 +36,9 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     if receipt.id is None and receipt.stat is None:
         raise PayloadError({where: "not an SMPP delivery receipt (neither id: nor stat: found)"})
     f = fields.FieldErrors()
-    message_id = f.read({"id": receipt.id}, "id", fields.message_id, required=True)
-    stat = f.read({"stat": receipt.stat}, "stat", fields.short, required=True)
-    error = f.read({"err": receipt.err}, "err", fields.short)
+    message_id = f.read({"id": receipt.id}, "id", receipt_id, required=True)
+    stat = f.read({"stat": receipt.stat}, "stat", receipt_word, required=True)
+    error = f.read({"err": receipt.err}, "err", receipt_word)
     if f:
         return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
     return Parsed([_report(receipt, message_id, stat, error, received_at)], batch=False)

@@ -16,9 +16,9 @@ from service.auth import require_api_key
 from service.errors import LimitExceeded, NotFound, database_errors, field_error
 from service.http import views
 from service.http.envelope import batch_answer, ok
-from service.http.requests import page_limit, query, read_body, state
+from service.http.requests import page_limit, read_body, read_query, state
 from service.ledger import RegistrationDecision
-from service.payloads import PayloadError, RequestParts, decode_request, media_type
+from service.payloads import JSON, PayloadError, RequestParts, UnsupportedFormat, decode_request, media_type
 from service.reports import Registration
 from service.services import Services
 from service.statuses import Status
@@ -34,6 +34,7 @@ MAX_PAGE = 1000
 async def register(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
+    read_query(request)  # the body says it all: a query parameter would be ignored, so it is refused
     parts = RequestParts(
         "POST",
         media_type(request.headers.get("content-type")),
@@ -41,6 +42,8 @@ async def register(request: Request) -> Response:
         await read_body(request, app.settings.max_body_bytes),
     )
     try:
+        if not _is_json(parts):
+            raise UnsupportedFormat(parts.content_type)
         data = decode_request(parts)
     except PayloadError as exc:
         raise field_error(exc.errors, exc.code) from None
@@ -58,7 +61,7 @@ async def register(request: Request) -> Response:
     valid = [p for p in parsed if isinstance(p, Registration)]
     results: list[RegistrationDecision] = []
     if valid:
-        async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+        async with database_errors("register"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
     answers = iter(results)
     if not batch:
@@ -76,6 +79,16 @@ async def register(request: Request) -> Response:
 
 def _registered(decision: RegistrationDecision) -> dict[str, Any]:
     return {"id": decision.message_id, "status": decision.status, "created": decision.created}
+
+
+def _is_json(parts: RequestParts) -> bool:
+    """Registration is JSON (an object or an array), as /openapi.json says. A form body would be read as
+    one message with every value as text, a batch it cannot express: refused (code 6) rather than half-read.
+    Without a Content-Type, a body starting `{` or `[` is JSON, as ingest reads it."""
+    kind = parts.content_type
+    if kind is None:
+        return parts.body.lstrip()[:1] in (b"{", b"[")
+    return kind == JSON or kind.endswith("+json")
 
 
 def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, str], int]:
@@ -111,8 +124,9 @@ def path_id(request: Request, name: str, what: str) -> str:
 async def get_one(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
+    read_query(request)
     message_id = path_id(request, "id", "message")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         record = await store.get_message(conn, message_id)
     if record is None:
         raise NotFound(f"message {message_id[:80]!r} not found", {"id": message_id[:255]})
@@ -122,8 +136,9 @@ async def get_one(request: Request) -> Response:
 async def history(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
+    read_query(request)
     message_id = path_id(request, "id", "message")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         exists = await store.get_message(conn, message_id)
         events = await store.get_history(conn, message_id) if exists else []
     if exists is None:
@@ -134,7 +149,7 @@ async def history(request: Request) -> Response:
 async def list_or_many(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
-    params = query(request)
+    params = read_query(request, PAGE_PARAMETERS, repeatable=("ids",))
     if "ids" in params:
         mixed = [name for name in PAGE_PARAMETERS if params.get(name, "") != ""]
         if mixed:
@@ -143,16 +158,14 @@ async def list_or_many(request: Request) -> Response:
     return await _page(app, params)
 
 
-async def _many(app: Services, raw: Any) -> Response:
-    values = raw if isinstance(raw, list) else [raw]
-    if not all(isinstance(v, str) for v in values):
-        raise field_error({"ids": "a comma-separated list of message ids"}, 1)
+async def _many(app: Services, values: list[str]) -> Response:
+    # `ids=a,b`, `ids=a&ids=b` (requests, httpx) and both at once: the ids in order, each once.
     ids = list(dict.fromkeys(i for v in values for i in v.split(",") if i))
     if not ids:
         raise field_error({"ids": "required"}, 11)
     if len(ids) > MAX_IDS:
         raise LimitExceeded(f"{len(ids)} ids; at most {MAX_IDS}", {"ids": f"at most {MAX_IDS} ids"})
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.get_messages(conn, ids)
     found = {r.id: r for r in records}
     return ok(
@@ -177,7 +190,7 @@ async def _page(app: Services, params: dict[str, Any]) -> Response:
         raise LimitExceeded("since must be before until", {"since": "must be before until"})
     after = _decode_cursor(params.get("cursor"))
     filt = store.MessageFilter(campaign, status, recipient, since, until)
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.list_messages(conn, filt, limit + 1, after)
     more = len(records) > limit
     records = records[:limit]

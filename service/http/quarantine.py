@@ -14,7 +14,7 @@ from service.errors import LimitExceeded, NotFound, UnknownModule, database_erro
 from service.http import views
 from service.http.envelope import ok
 from service.http.ingest import dialect_for
-from service.http.requests import page_limit, query, state
+from service.http.requests import page_limit, read_query, state
 from service.payloads import PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.writer import record
@@ -26,7 +26,7 @@ MAX_PAGE = 1000
 async def list_quarantine(request: Request) -> Response:
     app = state(request)
     require_api_key(request, app.settings.api_keys)
-    params = query(request)
+    params = read_query(request, ("dialect", "limit", "cursor"))
     f = fields.FieldErrors()
     dialect = f.read(params, "dialect", fields.text)
     if f:
@@ -38,7 +38,7 @@ async def list_quarantine(request: Request) -> Response:
         raise LimitExceeded(
             "bad cursor: pass next_cursor from the previous page unchanged", {"cursor": "bad cursor"}
         ) from None
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
+    async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         records = await store.list_quarantine(conn, dialect, limit + 1, cursor)
     more = len(records) > limit
     records = records[:limit]
@@ -57,6 +57,7 @@ async def replay(request: Request) -> Response:
     """
     app = state(request)
     require_api_key(request, app.settings.api_keys)
+    read_query(request)
     raw_id = request.path_params["id"]
     try:
         item_id = fields.count(raw_id, 2**62)
@@ -64,7 +65,7 @@ async def replay(request: Request) -> Response:
         item_id = None
     if item_id is None:
         raise NotFound(f"quarantined payload {raw_id[:40]!r} not found")
-    async with database_errors(), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
+    async with database_errors("replay"), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
         row = await store.take_quarantined(conn, item_id)
         if row is None:
             raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})

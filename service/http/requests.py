@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -34,11 +36,48 @@ async def read_body(request: Request, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def query(request: Request) -> dict[str, Any]:
-    try:
-        return decode_form(request.scope.get("query_string", b""))
-    except PayloadError as exc:
-        raise field_error(exc.errors, exc.code) from None
+# The API key may come in the query string (service/auth.py): known wherever keys are read.
+API_KEY_PARAMETER = "apiKey"
+
+
+def read_query(request: Request, known: Collection[str] = (), repeatable: Collection[str] = ()) -> dict[str, Any]:
+    """The query string of a read endpoint, read whole or refused (code 1, `data` naming each parameter).
+
+    - A parameter the endpoint does not read is refused, as Stripe does: a misspelt filter
+      (`updated_since=`) must not answer the unfiltered list as if it were filtered.
+    - A parameter given twice is refused, unless `repeatable`: which of two values counts would be a guess.
+    - A `repeatable` one (`ids=a&ids=b`, how requests and httpx send a list; `ids[]=a` too) is the list of
+      its values, in order.
+
+    Names and values are percent-decoded by the form rules (`decode_form`), one pair at a time: that
+    decoder keeps only the last of a repeated key.
+    """
+    allowed = {*known, *repeatable, API_KEY_PARAMETER}
+    values: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for pair in request.scope.get("query_string", b"").split(b"&"):
+        if not pair:
+            continue
+        try:
+            [(name, value)] = decode_form(pair).items()
+        except PayloadError as exc:
+            raise field_error(exc.errors, exc.code) from None
+        if isinstance(value, list) and len(value) == 1 and name in repeatable:
+            value = value[0]  # `ids[]=a`: PHP and Rails clients' way of sending a list
+        if not isinstance(value, str):
+            # The key as sent (`a[b]`), decoded as the form decoder just did without complaint.
+            as_sent = unquote_to_bytes(pair.partition(b"=")[0].replace(b"+", b" ")).decode()
+            errors[as_sent] = "not a parameter of this endpoint: send name=value (no [key] forms)"
+        elif name not in allowed:
+            errors[name] = f"not a parameter of this endpoint; it reads {', '.join(sorted(allowed))}"
+        else:
+            values.setdefault(name, []).append(value)
+    for name, given in values.items():
+        if len(given) > 1 and name not in repeatable:
+            errors[name] = f"given {len(given)} times; give it once"
+    if errors:
+        raise field_error(errors, 1)
+    return {name: given if name in repeatable else given[0] for name, given in values.items()}
 
 
 def state(request: Request) -> Services:
