@@ -118,7 +118,10 @@ class StoppablePostgres:
         assert running is not None, "the server is not running"
         server = psutil.Process(running.pid)
         for process in [server, *server.children(recursive=True)]:
-            process.send_signal(sig)
+            try:
+                process.send_signal(sig)
+            except psutil.NoSuchProcess:
+                continue  # a backend that ended between the listing and the signal: nothing left to stop
 
     def start(self) -> None:
         # The same options the wheel starts it with: no TCP, the Unix socket in the same directory.
