@@ -164,34 +164,43 @@ def test_the_sweeper_survives_a_database_outage(settings: Settings, database_out
             time.sleep(0.1)
 
 
-def test_sweep_statement_agrees_with_the_engine_on_every_open_state(client: TestClient, db: str) -> None:
-    """For every message of 1-3 segments reachable through reports (each segment in each segment status,
-    with and without a message-level PDLIVRD), the sweep's SQL resolves exactly as `engine.expire` does."""
+def seed_every_open_state(client: TestClient) -> dict[str, list[dict[str, object]]]:
+    """Register an overdue message for every state of 1-3 segments reachable through reports (each segment
+    in each segment status, with and without a message-level PDLIVRD) and send its reports; by id, the
+    reports each was sent."""
     from itertools import product
 
-    from service.engine import Report, apply_report, expire, new_message
-    from service.statuses import SEGMENT_STATUSES, Status
+    from service.statuses import SEGMENT_STATUSES
 
-    expected: dict[str, tuple[str, list[str]]] = {}
-    registrations, reports = [], []
+    sent: dict[str, list[dict[str, object]]] = {}
     for n in (1, 2, 3):
         for segments in product(sorted(SEGMENT_STATUSES), repeat=n):
             for partial in (False, True):
                 mid = f"x{n}-{'-'.join(segments)}-{int(partial)}"
-                registrations.append({"id": mid, "sent_at": OVERDUE, "segments": n})
-                message = [{"id": mid, "status": s, "segment": i} for i, s in enumerate(segments, 1) if s != "NEW"]
+                sent[mid] = [{"id": mid, "status": s, "segment": i} for i, s in enumerate(segments, 1) if s != "NEW"]
                 if partial:
-                    message.append({"id": mid, "status": "PDLIVRD"})
-                state = new_message(n)
-                for r in message:
-                    state = apply_report(state, Report(Status(r["status"]), r.get("segment"))).state  # type: ignore[arg-type]
-                swept = expire(state).state
-                expected[mid] = (swept.status.value, [s.value for s in swept.segments])
-                reports += message
+                    sent[mid].append({"id": mid, "status": "PDLIVRD"})
+    registrations = [{"id": mid, "sent_at": OVERDUE, "segments": int(mid[1])} for mid in sent]
+    reports = [r for rs in sent.values() for r in rs]
     for start in range(0, len(registrations), 1000):
         assert client.post("/messages", json=registrations[start : start + 1000]).json()["code"] == 0
     for start in range(0, len(reports), 1000):
         assert client.post("/dlr/generic", json=reports[start : start + 1000]).json()["code"] == 0
+    return sent
+
+
+def test_sweep_command_agrees_with_the_engine_on_every_open_state(client: TestClient, db: str) -> None:
+    """For every open state of 1-3 segments, `dlr-tracker sweep` resolves exactly as `engine.expire` does."""
+    from service.engine import Report, apply_report, expire, new_message
+    from service.statuses import Status
+
+    expected: dict[str, tuple[str, list[str]]] = {}
+    for mid, reports in seed_every_open_state(client).items():
+        state = new_message(int(mid[1]))
+        for r in reports:
+            state = apply_report(state, Report(Status(r["status"]), r.get("segment"))).state  # type: ignore[arg-type]
+        swept = expire(state).state
+        expected[mid] = (swept.status.value, [s.value for s in swept.segments])
     assert run_sweep(db).returncode == 0
     rows = fetch(db, "SELECT id, status, segment_statuses FROM messages")
     assert {r["id"]: (r["status"], list(r["segment_statuses"])) for r in rows} == expected
@@ -204,28 +213,14 @@ def test_the_generated_sweep_statement_makes_the_ledgers_change_events(client: T
     writes the same history row."""
     import asyncio
     from datetime import UTC, datetime
-    from itertools import product
 
     import asyncpg
 
     from service.ledger import Ledger
-    from service.statuses import SEGMENT_STATUSES
     from service.store import sweep_batch
     from service.store.messages import COLUMNS, record_from_row
 
-    registrations, reports = [], []
-    for n in (1, 2, 3):
-        for segments in product(sorted(SEGMENT_STATUSES), repeat=n):
-            for partial in (False, True):
-                mid = f"x{n}-{'-'.join(segments)}-{int(partial)}"
-                registrations.append({"id": mid, "sent_at": OVERDUE, "segments": n})
-                reports += [{"id": mid, "status": s, "segment": i} for i, s in enumerate(segments, 1) if s != "NEW"]
-                if partial:
-                    reports.append({"id": mid, "status": "PDLIVRD"})
-    for start in range(0, len(registrations), 1000):
-        assert client.post("/messages", json=registrations[start : start + 1000]).json()["code"] == 0
-    for start in range(0, len(reports), 1000):
-        assert client.post("/dlr/generic", json=reports[start : start + 1000]).json()["code"] == 0
+    seed_every_open_state(client)
     now = datetime.now(UTC)
 
     async def run() -> tuple[Ledger, list[object], list[asyncpg.Record]]:

@@ -27,38 +27,47 @@ T = TypeVar("T")
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
-# Every column of a message, in the order `record_from_row` reads them.
-COLUMNS = """
-    id, status, partial, segment_statuses, segment_updated_at, recipient, campaign, error, text,
-    sent_at, expires_at, final_at, registered_at, created_at, updated_at, delivery_seconds, version
-"""
+# Every column of a message and its SQL type: the one list the reads, the lock, the write-back and the
+# record come from. `status`, `partial` and `segment_statuses` make up the record's `state`; every other
+# column is the record's attribute of the same name.
+COLUMN_TYPES: dict[str, str] = {
+    "id": "text",
+    "status": "text",
+    "partial": "boolean",
+    "segment_statuses": "text[]",
+    "segment_updated_at": "timestamptz[]",
+    "recipient": "text",
+    "campaign": "text",
+    "error": "text",
+    "text": "text",
+    "sent_at": "timestamptz",
+    "expires_at": "timestamptz",
+    "final_at": "timestamptz",
+    "registered_at": "timestamptz",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "delivery_seconds": "double precision",
+    "version": "bigint",
+}
+_STATE = ("status", "partial", "segment_statuses")
+_ATTRIBUTES = tuple(c for c in COLUMN_TYPES if c not in _STATE)
+_PLAIN = tuple(c for c in _ATTRIBUTES if c != "segment_updated_at")  # the record keeps that one as a tuple
+COLUMNS = ", ".join(COLUMN_TYPES)
+_RECORD_TYPES = ", ".join(f"{name} {kind}" for name, kind in COLUMN_TYPES.items())
+_NEVER_UPDATED = ("id", "created_at")
 
 # A dict lookup: calling Status(value) goes through the enum machinery, a microsecond per segment.
 _STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
 
 
 def record_from_row(row: asyncpg.Record) -> MessageRecord:
-    return MessageRecord(
-        id=row["id"],
-        state=MessageState(
-            segments=tuple(_STATUS_BY_VALUE[s] for s in row["segment_statuses"]),
-            status=_STATUS_BY_VALUE[row["status"]],
-            partial=row["partial"],
-        ),
-        segment_updated_at=tuple(row["segment_updated_at"]),
-        recipient=row["recipient"],
-        campaign=row["campaign"],
-        error=row["error"],
-        text=row["text"],
-        sent_at=row["sent_at"],
-        expires_at=row["expires_at"],
-        final_at=row["final_at"],
-        registered_at=row["registered_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        delivery_seconds=row["delivery_seconds"],
-        version=row["version"],
+    state = MessageState(
+        tuple(map(_STATUS_BY_VALUE.__getitem__, row["segment_statuses"])),
+        _STATUS_BY_VALUE[row["status"]],
+        row["partial"],
     )
+    stamps = tuple(row["segment_updated_at"])
+    return MessageRecord(state=state, segment_updated_at=stamps, **{name: row[name] for name in _PLAIN})
 
 
 async def lock(conn: Connection, ids: Iterable[str]) -> dict[str, MessageRecord]:
@@ -68,20 +77,8 @@ async def lock(conn: Connection, ids: Iterable[str]) -> dict[str, MessageRecord]
     return {r["id"]: record_from_row(r) for r in rows}
 
 
-_RECORD_TYPES = """
-    id text, status text, partial boolean, segment_statuses text[], segment_updated_at timestamptz[],
-    recipient text, campaign text, error text, text text, sent_at timestamptz, expires_at timestamptz,
-    final_at timestamptz, registered_at timestamptz, created_at timestamptz, updated_at timestamptz,
-    delivery_seconds double precision, version bigint
-"""
 _UPDATE = f"""
-    UPDATE messages AS m SET
-        status = u.status, partial = u.partial,
-        segment_statuses = u.segment_statuses, segment_updated_at = u.segment_updated_at,
-        recipient = u.recipient, campaign = u.campaign, error = u.error, text = u.text,
-        sent_at = u.sent_at, expires_at = u.expires_at, final_at = u.final_at,
-        registered_at = u.registered_at, updated_at = u.updated_at,
-        delivery_seconds = u.delivery_seconds, version = u.version
+    UPDATE messages AS m SET {", ".join(f"{c} = u.{c}" for c in COLUMN_TYPES if c not in _NEVER_UPDATED)}
     FROM json_to_recordset($1::json) AS u({_RECORD_TYPES})
     WHERE m.id = u.id
     RETURNING 1
@@ -132,26 +129,10 @@ def json_rows(rows: list[Any]) -> str:
 
 
 def _record_json(r: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        # StrEnum members are str: json writes them as their values (`.value` is a slow descriptor).
-        "status": r.state.status,
-        "partial": r.state.partial,
-        "segment_statuses": r.state.segments,
-        "segment_updated_at": r.segment_updated_at,
-        "recipient": r.recipient,
-        "campaign": r.campaign,
-        "error": r.error,
-        "text": r.text,
-        "sent_at": r.sent_at,
-        "expires_at": r.expires_at,
-        "final_at": r.final_at,
-        "registered_at": r.registered_at,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "delivery_seconds": r.delivery_seconds,
-        "version": r.version,
-    }
+    # StrEnum members are str: orjson writes them as their values (`.value` is a slow descriptor).
+    row = {name: getattr(r, name) for name in _ATTRIBUTES}
+    row["status"], row["partial"], row["segment_statuses"] = r.state.status, r.state.partial, r.state.segments
+    return row
 
 
 def history_json(h: HistoryEntry) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from datetime import datetime
 from service.engine import FIRST_FINAL_SEGMENT, MESSAGE_EXPIRY, SEGMENT_EXPIRY, WITHOUT_SEGMENT_DETAIL
 from service.ledger import SWEEP, ChangeEvent, sweep_change
 from service.statuses import FINAL, Status
-from service.store.messages import COLUMNS, Connection, record_from_row
+from service.store.messages import COLUMN_TYPES, Connection, record_from_row
 
 
 def _literal(status: Status) -> str:
@@ -37,7 +37,7 @@ _MESSAGE_EXPIRY = "CASE m.status {} END".format(
         for s, e in sorted(MESSAGE_EXPIRY.items())
     )
 )
-_RETURNED = ", ".join(f"m.{column.strip()}" for column in COLUMNS.split(","))
+_RETURNED = ", ".join(f"m.{column}" for column in COLUMN_TYPES)
 
 # SKIP LOCKED: the sweeper never waits for a row, so it cannot deadlock with ingest or with other sweepers;
 # a row another transaction holds is simply left for the next batch or the next pass.
