@@ -23,8 +23,9 @@ ledger changed: `created`, `changed`, `history`, `events` and `sender_events`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from service.engine import InvalidReport, MessageState, Outcome, Reason, Report, apply_report, expire, grow
 from service.reports import IncomingReport, Registration
@@ -36,8 +37,7 @@ REGISTRATION = "registration"
 SegmentChange = tuple[int, Status, Status]  # (segment, from, to)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
+class MessageRecord(NamedTuple):
     """A message as stored: its state and its metadata. Never changed in place: each change is a new record."""
 
     id: str
@@ -67,8 +67,7 @@ class MessageRecord:
         return self.state.final
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
     """One applied change of one message: the input of its history row, its metrics and the event feed."""
 
     message: MessageRecord  # as it is after the change; its version is this event's
@@ -90,8 +89,7 @@ class ChangeEvent:
         return self.message.version
 
 
-@dataclass(frozen=True, slots=True)
-class ReportDecision:
+class ReportDecision(NamedTuple):
     """What one report did: the answer to its sender, and its change when it made one."""
 
     report: IncomingReport
@@ -125,15 +123,13 @@ class ReportDecision:
         return change.message.delivery_seconds
 
 
-@dataclass(frozen=True, slots=True)
-class RegistrationDecision:
+class RegistrationDecision(NamedTuple):
     message_id: str
     status: Status
     created: bool  # the first registration of this id in the batch made the message
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
     """One row of a message's history: a report (applied or not) or a sweep resolution."""
 
     message_id: str
@@ -150,8 +146,7 @@ class HistoryEntry:
     sequence: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SenderEvent:
+class SenderEvent(NamedTuple):
     """A sender's event id, kept so that a replay of it is never applied again."""
 
     source: str
@@ -194,7 +189,7 @@ def match_zero_padded(reports: Iterable[IncomingReport], stored_ids: Iterable[st
     for i in sorted(stored):
         by_key.setdefault(i.lstrip("0"), i)
     return [
-        replace(r, message_id=by_key[r.message_id.lstrip("0")])
+        r._replace(message_id=by_key[r.message_id.lstrip("0")])
         if r.match_zero_padded and r.message_id not in stored and r.message_id.lstrip("0") in by_key
         else r
         for r in reports
@@ -300,24 +295,33 @@ class Ledger:
     def _take(self, record: MessageRecord, outcome: Outcome, r: IncomingReport) -> MessageRecord:
         now = r.received_at
         state = outcome.state
-        stamps = list(record.segment_updated_at) + [now] * (len(state.segments) - len(record.segment_updated_at))
-        for segment, _old, _new in outcome.transitions:
-            stamps[segment - 1] = now
+        stamps = record.segment_updated_at
+        if outcome.transitions or len(state.segments) > len(stamps):
+            grown = list(stamps) + [now] * (len(state.segments) - len(stamps))
+            for segment, _old, _new in outcome.transitions:
+                grown[segment - 1] = now
+            stamps = tuple(grown)
         error = no_error(r.error)
-        delivered = state.status is Status.DELIVRD and record.status is not Status.DELIVRD
-        final = state.status in FINAL and record.final_at is None
-        return replace(
-            record,
+        delivered = state.status is Status.DELIVRD and record.state.status is not Status.DELIVRD
+        # Built field by field rather than with dataclasses.replace, which costs several times as much:
+        # this runs for every applied report.
+        return MessageRecord(
+            id=record.id,
             state=state,
-            segment_updated_at=tuple(stamps),
+            segment_updated_at=stamps,
+            sent_at=record.sent_at,
+            expires_at=record.expires_at,
+            created_at=record.created_at,
+            updated_at=now,
             recipient=record.recipient or r.recipient,
             campaign=record.campaign or r.campaign,
-            error=error if error is not None else record.error,
-            final_at=now if final else record.final_at,
-            delivery_seconds=(
-                _seconds_since(record.sent_at, r.event_time or now) if delivered else record.delivery_seconds
-            ),
-            updated_at=now,
+            error=record.error if error is None else error,
+            text=record.text,
+            final_at=now if state.status in FINAL and record.final_at is None else record.final_at,
+            registered_at=record.registered_at,
+            delivery_seconds=_seconds_since(record.sent_at, r.event_time or now)
+            if delivered
+            else record.delivery_seconds,
             version=record.version + 1,
         )
 
@@ -358,7 +362,7 @@ class Ledger:
                 campaign=reg.campaign,
                 text=reg.text,
             )
-            record = replace(record, registered_at=reg.received_at)
+            record = record._replace(registered_at=reg.received_at)
             self.created.add(reg.message_id)
             self.records[reg.message_id] = record
             self._change(record, None, REGISTRATION, (), reg.received_at)
@@ -370,8 +374,7 @@ class Ledger:
     def _registered(self, record: MessageRecord, reg: Registration) -> MessageRecord:
         if record.final:
             # Finished: only what is still unknown is filled in; what it was sent as, and when, stays.
-            return replace(
-                record,
+            return record._replace(
                 recipient=record.recipient or reg.recipient,
                 campaign=record.campaign or reg.campaign,
                 text=record.text or reg.text,
@@ -382,8 +385,7 @@ class Ledger:
             state = grow(state, reg.segments)
             stamps = stamps + (reg.received_at,) * (len(state.segments) - len(stamps))
         sent_at = reg.sent_at or record.sent_at
-        return replace(
-            record,
+        return record._replace(
             state=state,
             segment_updated_at=stamps,
             recipient=reg.recipient if reg.recipient is not None else record.recipient,
@@ -407,8 +409,7 @@ class Ledger:
         stamps = list(record.segment_updated_at)
         for segment, _old, _new in outcome.transitions:
             stamps[segment - 1] = now
-        after = replace(
-            record,
+        after = record._replace(
             state=outcome.state,
             segment_updated_at=tuple(stamps),
             final_at=now,
@@ -430,7 +431,7 @@ class Ledger:
         at: datetime,
     ) -> ChangeEvent:
         if previous is None and after.version == 0:
-            after = replace(after, version=1)
+            after = after._replace(version=1)
         self.records[after.id] = after
         if after.id not in self.created:
             self.changed.add(after.id)

@@ -6,14 +6,13 @@ ledger (`service/ledger.py`) decides what each does to its message, and the stor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from service.engine import Report
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingReport:
+class IncomingReport(NamedTuple):
     """One canonical report, as a dialect parsed it, waiting to be applied."""
 
     message_id: str
@@ -35,8 +34,7 @@ class IncomingReport:
     match_zero_padded: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
+class Registration(NamedTuple):
     """A sent message announced by the platform (`POST /messages`)."""
 
     message_id: str

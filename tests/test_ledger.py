@@ -53,7 +53,7 @@ def report(
 def stored(message_id: str = "m", status: str = "NEW", segments: int = 1, **changes: object) -> MessageRecord:
     record = new_record(message_id, T0, T0, DAY, segments)
     state = replace(record.state, status=Status(status), segments=(Status(status),) * segments)
-    return replace(record, state=state, version=1, **changes)  # type: ignore[arg-type]
+    return record._replace(state=state, version=1, **changes)  # type: ignore[arg-type]
 
 
 def answers(ledger: Ledger, *reports: IncomingReport) -> list[tuple[str, bool, str | None]]:
@@ -246,8 +246,8 @@ def test_expiry_is_a_change_event_with_a_history_row() -> None:
     """The sweep resolves through engine.expire: one event (source sweep, version up by one), one history
     row, segments still open stamped with the sweep's time; no delivery time, even when it says DELIVRD."""
     record = stored("m", "ACCEPTD", segments=2)
-    record = replace(record, state=replace(record.state, segments=(Status.DELIVRD, Status.ACCEPTD)))
-    record = replace(record, state=replace(record.state, status=Status.PDLIVRD))
+    record = record._replace(state=replace(record.state, segments=(Status.DELIVRD, Status.ACCEPTD)))
+    record = record._replace(state=replace(record.state, status=Status.PDLIVRD))
     now = T0 + timedelta(days=2)
     ledger = Ledger({"m": record}, 0)
     event = ledger.expire("m", now)

@@ -104,7 +104,6 @@ def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
     """A sender's own ordering (Plivo's Sequence): a callback numbered below one already seen for the
     message is stale, and one with the same number is that callback resent (a duplicate); neither changes
     anything, even when its status would otherwise move the message."""
-    from dataclasses import replace
 
     async def run() -> list[tuple[bool, str | None, str]]:
         pool = await database.create_pool(db, 2, 10)
@@ -112,7 +111,7 @@ def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
         try:
             out = []
             for status, seq in (("ENQUEUD", 3), ("ACCEPTD", 2), ("DELIVRD", 3), ("DELIVRD", 4)):
-                [a] = await writer.apply([replace(incoming("p", status), sequence=seq)])
+                [a] = await writer.apply([incoming("p", status)._replace(sequence=seq)])
                 out.append((a.applied, a.reason.value if a.reason else None, a.status.value))
             return out
         finally:
@@ -132,15 +131,14 @@ def test_a_lower_sequence_than_one_seen_is_stale(db: str) -> None:
 def test_zero_padding_tolerant_reports_find_the_registered_message(db: str, registered: str, reported: str) -> None:
     """A report that may be zero-padded differently (an SMPP receipt id) updates the registered message
     instead of creating another; an id that matches nothing creates the message as sent."""
-    from dataclasses import replace
 
     async def run() -> list[str]:
         pool = await database.create_pool(db, 2, 10)
         writer = ReportWriter(pool, lifetime=86400, timeout=10, batching=False)
         try:
             await writer.apply([incoming(registered, "ACCEPTD")])
-            [a] = await writer.apply([replace(incoming(reported, "DELIVRD"), match_zero_padded=True)])
-            [b] = await writer.apply([replace(incoming("000999", "DELIVRD"), match_zero_padded=True)])
+            [a] = await writer.apply([incoming(reported, "DELIVRD")._replace(match_zero_padded=True)])
+            [b] = await writer.apply([incoming("000999", "DELIVRD")._replace(match_zero_padded=True)])
             return [a.message_id, a.status.value, b.message_id]
         finally:
             await pool.close()

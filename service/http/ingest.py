@@ -7,7 +7,6 @@ is refused (Jasmin is acknowledged all the same: it would otherwise resend it, a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -121,7 +120,7 @@ async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_i
         # A signed webhook's id is its idempotency key: a retry of it is a duplicate, whatever it says.
         many = len(parsed.items) > 1
         reports = [
-            r if r.event_id is not None else dataclasses.replace(r, event_id=f"{event_id}#{i}" if many else event_id)
+            r if r.event_id is not None else r._replace(event_id=f"{event_id}#{i}" if many else event_id)
             for i, r in enumerate(reports)
         ]
     answers = iter(await app.writer.apply(reports))
