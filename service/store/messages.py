@@ -27,47 +27,42 @@ T = TypeVar("T")
 # What pool.acquire() hands out, or a plain connection: both speak the same API.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
-# Every column of a message and its SQL type: the one list the reads, the lock, the write-back and the
-# record come from. `status`, `partial` and `segment_statuses` make up the record's `state`; every other
-# column is the record's attribute of the same name.
+# Every column of a message and its SQL type, in the order of `MessageRecord`'s fields, with the record's
+# `state` spelt out as the three columns it is stored in: the one list that the reads, the lock, the
+# write-back and the record come from.
 COLUMN_TYPES: dict[str, str] = {
     "id": "text",
-    "status": "text",
-    "partial": "boolean",
-    "segment_statuses": "text[]",
+    "status": "text",  # state.status
+    "partial": "boolean",  # state.partial
+    "segment_statuses": "text[]",  # state.segments
     "segment_updated_at": "timestamptz[]",
+    "sent_at": "timestamptz",
+    "expires_at": "timestamptz",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
     "recipient": "text",
     "campaign": "text",
     "error": "text",
     "text": "text",
-    "sent_at": "timestamptz",
-    "expires_at": "timestamptz",
     "final_at": "timestamptz",
     "registered_at": "timestamptz",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
     "delivery_seconds": "double precision",
     "version": "bigint",
 }
-_STATE = ("status", "partial", "segment_statuses")
-_ATTRIBUTES = tuple(c for c in COLUMN_TYPES if c not in _STATE)
-_PLAIN = tuple(c for c in _ATTRIBUTES if c != "segment_updated_at")  # the record keeps that one as a tuple
+assert tuple(COLUMN_TYPES)[4:] == MessageRecord._fields[2:], "the columns follow the record's fields"
 COLUMNS = ", ".join(COLUMN_TYPES)
 _RECORD_TYPES = ", ".join(f"{name} {kind}" for name, kind in COLUMN_TYPES.items())
 _NEVER_UPDATED = ("id", "created_at")
+_KEYS = tuple(COLUMN_TYPES)
 
 # A dict lookup: calling Status(value) goes through the enum machinery, a microsecond per segment.
 _STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
 
 
 def record_from_row(row: asyncpg.Record) -> MessageRecord:
-    state = MessageState(
-        tuple(map(_STATUS_BY_VALUE.__getitem__, row["segment_statuses"])),
-        _STATUS_BY_VALUE[row["status"]],
-        row["partial"],
-    )
-    stamps = tuple(row["segment_updated_at"])
-    return MessageRecord(state=state, segment_updated_at=stamps, **{name: row[name] for name in _PLAIN})
+    """A row selected as `COLUMNS` (by position: this runs for every message a batch locks)."""
+    state = MessageState(tuple(map(_STATUS_BY_VALUE.__getitem__, row[3])), _STATUS_BY_VALUE[row[1]], row[2])
+    return MessageRecord(row[0], state, tuple(row[4]), *row[5:17])
 
 
 async def lock(conn: Connection, ids: Iterable[str]) -> dict[str, MessageRecord]:
@@ -130,9 +125,8 @@ def json_rows(rows: list[Any]) -> str:
 
 def _record_json(r: MessageRecord) -> dict[str, Any]:
     # StrEnum members are str: orjson writes them as their values (`.value` is a slow descriptor).
-    row = {name: getattr(r, name) for name in _ATTRIBUTES}
-    row["status"], row["partial"], row["segment_statuses"] = r.state.status, r.state.partial, r.state.segments
-    return row
+    state = r.state
+    return dict(zip(_KEYS, (r.id, state.status, state.partial, state.segments, *r[2:]), strict=True))
 
 
 def history_json(h: HistoryEntry) -> dict[str, Any]:
