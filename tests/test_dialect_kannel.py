@@ -21,6 +21,7 @@ from service.auth import standard_webhook_signature, whsec_key
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.kannel import parse
+from service.dialects.types import ENVELOPE
 from service.payloads import PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -154,7 +155,7 @@ def test_receipt_with_12_digit_dates_and_4_digit_err() -> None:
 def test_kannel_is_registered_with_the_envelope_and_no_own_signature() -> None:
     """Kannel needs a 200/202 only: the envelope; it signs nothing, so Standard Webhooks/tokens apply."""
     dialect = DIALECTS["kannel"]
-    assert (dialect.ack, dialect.verify) == ("envelope", None)
+    assert (dialect.ack, dialect.verify) == (ENVELOPE, None)
 
 
 # -- requests recorded from a real Kannel 1.4.5 ------------------------------------------------------

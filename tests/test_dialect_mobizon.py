@@ -25,6 +25,7 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.mobizon import parse, sign, verify
+from service.dialects.types import ENVELOPE
 from service.payloads import FORM, JSON, PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -284,7 +285,7 @@ def test_verify_ignores_the_case_of_the_hex_digits() -> None:
 def test_dialect_is_registered_with_its_own_scheme() -> None:
     """The registry finds `mobizon`, answered in the envelope and checked by its own `sign`."""
     dialect = DIALECTS["mobizon"]
-    assert (dialect.ack, dialect.verify) == ("envelope", verify)
+    assert (dialect.ack, dialect.verify) == (ENVELOPE, verify)
 
 
 # --- over HTTP --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.plivo import EVENT_TIMES, parse, signature_v2, verify
+from service.dialects.types import ENVELOPE
 from service.payloads import FORM, PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -253,7 +254,7 @@ def test_verify(headers: dict[str, str], valid: bool) -> None:
 
 def test_dialect_is_registered_with_its_own_scheme() -> None:
     """The registry finds `plivo`, answered in the envelope and checked by X-Plivo-Signature-V2."""
-    assert (DIALECTS["plivo"].ack, DIALECTS["plivo"].verify) == ("envelope", verify)
+    assert (DIALECTS["plivo"].ack, DIALECTS["plivo"].verify) == (ENVELOPE, verify)
 
 
 # --- over HTTP --------------------------------------------------------------------------------------

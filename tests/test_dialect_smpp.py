@@ -23,6 +23,7 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.receipt import parse_receipt, receipt_time
 from service.dialects.smpp import parse
+from service.dialects.types import ENVELOPE
 from service.payloads import PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -246,7 +247,7 @@ def test_binary_text_in_a_parameter_is_read_leniently(field: str) -> None:
 
 def test_smpp_uses_the_envelope_and_no_own_signature() -> None:
     """SMPP bridges get the envelope; no scheme of their own, so Standard Webhooks/tokens apply."""
-    assert (DIALECTS["smpp"].ack, DIALECTS["smpp"].verify) == ("envelope", None)
+    assert (DIALECTS["smpp"].ack, DIALECTS["smpp"].verify) == (ENVELOPE, None)
 
 
 # -- invalid ------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS
 from service.dialects.twilio import parse, signature, verify
+from service.dialects.types import EMPTY
 from service.payloads import FORM, PayloadError, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -157,7 +158,7 @@ def test_a_json_array_is_not_a_callback() -> None:
 
 def test_twilio_is_registered_with_an_empty_acknowledgement() -> None:
     """The registry finds the module; Twilio is answered with an empty 200 and has its own signature."""
-    assert DIALECTS["twilio"].ack == "empty"
+    assert DIALECTS["twilio"].ack == EMPTY
     assert DIALECTS["twilio"].verify is verify
 
 

@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS
+from service.dialects.types import ENVELOPE
 from service.dialects.vonage import parse, signed_string, verify, verify_at
 from service.payloads import FORM, JSON, PayloadError, RequestParts
 from service.reports import IncomingReport
@@ -174,7 +175,7 @@ def test_a_json_array_is_not_a_receipt() -> None:
 
 def test_vonage_is_registered_with_the_envelope() -> None:
     """The registry finds the module; Vonage is answered with the envelope and has its own signature."""
-    assert DIALECTS["vonage"].ack == "envelope"
+    assert DIALECTS["vonage"].ack == ENVELOPE
     assert DIALECTS["vonage"].verify is verify
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BodyTooLarge, LimitExceeded, ShuttingDown, field_error
-from service.payloads import PayloadError, decode_form
+from service.errors import BadPayload, BodyTooLarge, LimitExceeded, ShuttingDown
+from service.payloads import decode_form
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -32,10 +32,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def query(request: Request) -> dict[str, Any]:
-    try:
-        return decode_form(request.scope.get("query_string", b""))
-    except PayloadError as exc:
-        raise field_error(exc.errors, exc.code) from None
+    return decode_form(request.scope.get("query_string", b""))  # or BadPayload (code 1)
 
 
 def state(request: Request) -> Any:
@@ -52,7 +49,7 @@ def page_limit(params: dict[str, Any], default: int, maximum: int) -> int:
         return default
     digits = raw.lstrip("0") if isinstance(raw, str) and raw.isascii() and raw.isdigit() else None
     if not digits:
-        raise field_error({"limit": f"must be a whole number from 1 to {maximum}"}, 1)
+        raise BadPayload({"limit": f"must be a whole number from 1 to {maximum}"})
     if len(digits) > len(str(maximum)) or int(digits) > maximum:
         raise LimitExceeded(f"limit {raw[:20]}; at most {maximum}", {"limit": f"at most {maximum}"})
     return int(digits)
