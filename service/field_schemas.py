@@ -54,10 +54,17 @@ def optional(schema: Schema, form: bool) -> Schema:
     return {"anyOf": [schema, NULL, EMPTY]}
 
 
+def whole(limit: int) -> Schema:
+    """A JSON whole number read as text of at most `limit` characters (fields._as_text): 1e300 is a whole
+    number too, and far too long. At most 300 digits said (a longer bound is no number a document can hold)."""
+    digits = min(limit, 300)
+    return {"type": "integer", "minimum": -(10 ** (digits - 1) - 1), "maximum": 10**digits - 1}
+
+
 def text(limit: int, form: bool) -> Schema:
     """fields.text: at most `limit` characters, no NUL; a JSON whole number is read as its digits."""
     string = {"type": "string", "maxLength": limit, "pattern": NUL_FREE}
-    return string if form else {"anyOf": [string, {"type": "integer"}, NULL]}
+    return string if form else {"anyOf": [string, whole(limit), NULL]}
 
 
 def short(form: bool) -> Schema:
@@ -66,7 +73,7 @@ def short(form: bool) -> Schema:
 
 def message_id(form: bool) -> Schema:
     string = {"type": "string", "minLength": 1, "maxLength": fields.MAX_ID, "pattern": NON_BLANK}
-    return string if form else {"anyOf": [string, {"type": "integer"}]}
+    return string if form else {"anyOf": [string, whole(fields.MAX_ID)]}
 
 
 def moment(form: bool) -> Schema:

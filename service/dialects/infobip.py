@@ -125,7 +125,7 @@ def _part_count(value: Any) -> int | None:
 _CODE = {
     "anyOf": [
         {"type": "string", "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE},
-        {"type": "integer"},
+        schemas.whole(fields.MAX_SHORT),
         schemas.NULL,
     ]
 }

@@ -65,7 +65,7 @@ def _data(value: Any) -> dict[str, Any]:
 
 def _event_id_schema(form: bool) -> schemas.Schema:
     text = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
-    return text if form else {"anyOf": [text, {"type": "integer"}]}
+    return text if form else {"anyOf": [text, schemas.whole(fields.MAX_SHORT)]}
 
 
 EVENT_TYPE_FIELD = Field("eventType", _event_type, declared.fixed({"const": EVENT_TYPE}), required=True)
