@@ -76,16 +76,59 @@ class ShuttingDown(ServiceError):
     code, status, default_message = 999, 503, "the service is shutting down"
 
 
-def field_error(errors: dict[str, str], code: int) -> ServiceError:
-    """Code 11 when a required field is missing, else code 1; `data` maps each field to its problem."""
-    names = ", ".join(errors)
-    if code == 11:
-        return MissingParameter(f"missing or bad fields: {names}", errors)
-    if code == 6:
-        return UnsupportedFormat(next(iter(errors.values())), errors)
-    if code == 12:
-        return LimitExceeded(f"limits broken: {names}", errors)
-    return BadValue(f"bad fields: {names}", errors)
+class RefusedPayload(ServiceError):
+    """What a request carries, refused as sent: `errors` (the envelope's `data`) maps each field to what is
+    wrong. Never raised itself: each kind below is also the error of its envelope code, so handlers and the
+    envelope see a BadValue, MissingParameter, UnsupportedFormat or LimitExceeded, and a policy about refused
+    payloads (acknowledge them to a sender that would otherwise resend, as they are quarantined) asks for
+    this class alone."""
+
+    def __init__(self, errors: dict[str, str], message: str | None = None) -> None:
+        if not isinstance(self, BadValue | MissingParameter | UnsupportedFormat | LimitExceeded):
+            raise TypeError(f"{type(self).__name__} must also be the error of its envelope code")
+        super().__init__(message or self.summary(errors), errors)
+        self.errors = errors
+
+    @classmethod
+    def summary(cls, errors: dict[str, str]) -> str:
+        return f"bad fields: {', '.join(errors)}"
+
+
+class BadPayload(RefusedPayload, BadValue):
+    """Code 1: a field has a bad value (or the payload cannot be read at all)."""
+
+
+class MissingFields(RefusedPayload, MissingParameter):
+    """Code 11: a required field is missing (other fields may be bad too)."""
+
+    @classmethod
+    def summary(cls, errors: dict[str, str]) -> str:
+        return f"missing or bad fields: {', '.join(errors)}"
+
+
+class UnsupportedPayload(RefusedPayload, UnsupportedFormat):
+    """Code 6: a content type (or body kind) the reader does not take."""
+
+    @classmethod
+    def summary(cls, errors: dict[str, str]) -> str:
+        return next(iter(errors.values()))
+
+
+class PayloadLimit(RefusedPayload, LimitExceeded):
+    """Code 12: the payload breaks a limit."""
+
+    @classmethod
+    def summary(cls, errors: dict[str, str]) -> str:
+        return f"limits broken: {', '.join(errors)}"
+
+
+class BatchTooLarge(PayloadLimit):
+    """More items than the batch limit: refused before any item is built (not quarantined: the sender is
+    told to split it, and a megabyte of tiny items would otherwise cost seconds to validate)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__({"batch": f"{count} items; at most {limit}"}, f"batch too large: at most {limit} items")
+        self.limit = limit
 
 
 # SQLSTATE classes that mean "the database cannot take this now": connection exceptions (08),

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from service.errors import BadPayload, MissingFields, RefusedPayload
+
 T = TypeVar("T")
 
 MAX_ID = 255
@@ -144,7 +146,7 @@ def word(value: Any, vocabulary: Mapping[str, T]) -> T:
 
 
 class FieldErrors:
-    """Collects per-field problems; `missing` ones decide code 11 over code 1."""
+    """Collects per-field problems; a `missing` one makes the refusal MissingFields (code 11), not BadPayload."""
 
     def __init__(self) -> None:
         self.errors: dict[str, str] = {}
@@ -170,8 +172,11 @@ class FieldErrors:
         self.errors.setdefault(name, reason)
 
     @property
-    def code(self) -> int:
-        return 11 if self.missing else 1
+    def kind(self) -> type[RefusedPayload]:
+        return MissingFields if self.missing else BadPayload
+
+    def refusal(self) -> RefusedPayload:
+        return self.kind(self.errors)
 
     def __bool__(self) -> bool:
         return bool(self.errors)

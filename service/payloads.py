@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from service.errors import BadPayload, BatchTooLarge, MissingFields, RefusedPayload, UnsupportedPayload
+
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 TEXT = "text/plain"
@@ -35,27 +37,8 @@ _PHP_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-class PayloadError(ValueError):
-    """The request as a whole cannot be read. `code` is the envelope code, `errors` maps field -> reason."""
-
-    def __init__(self, errors: dict[str, str], code: int = 1) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-        self.code = code
-
-
-class BatchTooLarge(PayloadError):
-    """More items than the batch limit: refused before any item is built (not quarantined: the sender is
-    told to split it, and a megabyte of tiny items would otherwise cost seconds to validate)."""
-
-    def __init__(self, count: int, limit: int) -> None:
-        super().__init__({"batch": f"{count} items; at most {limit}"}, code=12)
-        self.limit = limit
-
-
-class UnsupportedFormat(PayloadError):
-    def __init__(self, content_type: str | None) -> None:
-        super().__init__({"content-type": f"{content_type or 'none'} is not supported"}, code=6)
+def unsupported_content_type(content_type: str | None) -> UnsupportedPayload:
+    return UnsupportedPayload({"content-type": f"{content_type or 'none'} is not supported"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +77,14 @@ def media_type(header: str | None) -> str | None:
 def _decode_component(raw: bytes, what: str, charset: str = "utf-8") -> str:
     if b"%" in raw or b"+" in raw:  # most values have neither: nothing to unquote
         if _BAD_ESCAPE.search(raw):
-            raise PayloadError({what: "bad percent-encoding (a % not followed by two hex digits)"})
+            raise BadPayload({what: "bad percent-encoding (a % not followed by two hex digits)"})
         raw = unquote_to_bytes(raw.replace(b"+", b" "))
     try:
         text = raw.decode(charset)
     except UnicodeDecodeError:
-        raise PayloadError({what: "not valid UTF-8" if charset == "utf-8" else f"not valid {charset}"}) from None
+        raise BadPayload({what: "not valid UTF-8" if charset == "utf-8" else f"not valid {charset}"}) from None
     if "\x00" in text:
-        raise PayloadError({what: "contains a NUL character"})
+        raise BadPayload({what: "contains a NUL character"})
     return text
 
 
@@ -115,7 +98,7 @@ def decode_form(raw: bytes, charset: str = "utf-8") -> dict[str, Any]:
         key = _decode_component(raw_key, "field name", charset)
         value = _decode_component(raw_value, key or "field", charset)
         if not key:
-            raise PayloadError({"field name": "empty field name"})
+            raise BadPayload({"field name": "empty field name"})
         _put(result, key, value)
     return result
 
@@ -131,7 +114,7 @@ def _put(target: dict[str, Any], key: str, value: str) -> None:
         last = i == len(path) - 1
         if isinstance(node, list):
             if part != "":
-                raise PayloadError({key: "mixes [] and [name] keys"})
+                raise BadPayload({key: "mixes [] and [name] keys"})
             if last:
                 node.append(value)
                 return
@@ -147,18 +130,18 @@ def _put(target: dict[str, Any], key: str, value: str) -> None:
             nxt = [] if want_list else {}
             node[part] = nxt
         elif want_list != isinstance(nxt, list):
-            raise PayloadError({key: "mixes [] and [name] keys"})
+            raise BadPayload({key: "mixes [] and [name] keys"})
         node = nxt
 
 
 def _reject_constant(name: str) -> Any:
-    raise PayloadError({"body": f"{name} is not a JSON number"})
+    raise BadPayload({"body": f"{name} is not a JSON number"})
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400 is Infinity by another name
-        raise PayloadError({"body": f"{text[:40]} is out of range for a number"})
+        raise BadPayload({"body": f"{text[:40]} is out of range for a number"})
     return value
 
 
@@ -166,15 +149,13 @@ def decode_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise PayloadError({"body": "not valid UTF-8"}) from None
+        raise BadPayload({"body": "not valid UTF-8"}) from None
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise PayloadError({"body": "JSON nested too deeply"}) from None
-    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
-        if isinstance(exc, PayloadError):
-            raise
-        raise PayloadError({"body": f"not valid JSON: {exc}"}) from None
+        raise BadPayload({"body": "JSON nested too deeply"}) from None
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit (a refusal is no ValueError)
+        raise BadPayload({"body": f"not valid JSON: {exc}"}) from None
     _check_json(value)
     return value
 
@@ -190,12 +171,12 @@ def _check_json(value: Any) -> None:
         for v in level:
             if isinstance(v, dict | list):
                 if depth > MAX_JSON_DEPTH:
-                    raise PayloadError({"body": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"})
+                    raise BadPayload({"body": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"})
                 nxt.extend(v)
                 if isinstance(v, dict):
                     nxt.extend(v.values())
             elif isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
-                raise PayloadError({"body": "a string with a lone surrogate (\\ud800-\\udfff) is not text"})
+                raise BadPayload({"body": "a string with a lone surrogate (\\ud800-\\udfff) is not text"})
         level, depth = nxt, depth + 1
 
 
@@ -207,7 +188,7 @@ def decode_request(parts: RequestParts) -> Any:
     if kind is not None and kind.startswith(f"{FORM};"):
         declared = kind.partition("charset=")[2]
         if declared not in FORM_CHARSETS:
-            raise UnsupportedFormat(parts.content_type)
+            raise unsupported_content_type(parts.content_type)
         kind, charset = FORM, FORM_CHARSETS[declared]
     if kind is None:
         # Some senders omit the header; the first byte tells JSON from a form unambiguously.
@@ -216,4 +197,10 @@ def decode_request(parts: RequestParts) -> Any:
         return decode_form(parts.body, charset)
     if kind == JSON or kind.endswith("+json"):
         return decode_json(parts.body)  # UTF-8 whatever charset is declared: RFC 8259 §8.1
-    raise UnsupportedFormat(parts.content_type)
+    raise unsupported_content_type(parts.content_type)
+
+
+__all__ = [
+    "FORM", "JSON", "TEXT", "BadPayload", "BatchTooLarge", "MissingFields", "RefusedPayload", "RequestParts",
+    "decode_form", "decode_json", "decode_request", "media_type", "unsupported_content_type",
+]  # fmt: skip

@@ -25,7 +25,8 @@ from service.auth import standard_webhook_signature, verify_callback, whsec_key
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.infobip import parse
-from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts
+from service.dialects.types import ENVELOPE
+from service.payloads import JSON, BatchTooLarge, RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -199,7 +200,7 @@ def test_bad_report_fails_alone_and_replays(change: dict[str, Any], code: int, f
 )
 def test_body_that_is_not_a_results_batch_is_refused_whole(body: Any, code: int, field: str) -> None:
     """No `results` array (a bare report, an array, an empty batch): the request as a whole is refused."""
-    with pytest.raises(PayloadError) as raised:
+    with pytest.raises(RefusedPayload) as raised:
         parse(parts_of(body), RECEIVED, 1000)
     assert (raised.value.code, field in raised.value.errors) == (code, True)
 
@@ -332,7 +333,7 @@ WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def test_dialect_has_no_scheme_of_its_own_and_the_published_vector_verifies() -> None:
     """With DLR_WEBHOOK_SECRET_INFOBIP set, the Standard Webhooks test vector verifies through the dialect."""
     assert DIALECTS["infobip"].verify is None
-    assert DIALECTS["infobip"].ack == "envelope"
+    assert DIALECTS["infobip"].ack == ENVELOPE
     headers = {
         "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
         "webhook-timestamp": "1614265330",

@@ -20,7 +20,7 @@ from service.app import create_app
 from service.auth import standard_webhook_signature, whsec_key
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
-from service.dialects.jasmin import parse
+from service.dialects.jasmin import ACK, parse
 from service.payloads import RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -132,7 +132,7 @@ def test_donedate_as_the_smsc_wrote_it() -> None:
 
 def test_jasmin_answers_ack_jasmin_and_has_no_own_signature() -> None:
     """The dialect asks for Jasmin's acknowledgement; Jasmin signs nothing (tokens, Standard Webhooks)."""
-    assert (DIALECTS["jasmin"].ack, DIALECTS["jasmin"].verify) == ("jasmin", None)
+    assert (DIALECTS["jasmin"].ack, DIALECTS["jasmin"].verify) == (ACK, None)
 
 
 INVALID = [

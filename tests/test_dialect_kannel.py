@@ -21,7 +21,8 @@ from service.auth import standard_webhook_signature, whsec_key
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.kannel import parse
-from service.payloads import PayloadError, RequestParts
+from service.dialects.types import ENVELOPE
+from service.payloads import RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -154,7 +155,7 @@ def test_receipt_with_12_digit_dates_and_4_digit_err() -> None:
 def test_kannel_is_registered_with_the_envelope_and_no_own_signature() -> None:
     """Kannel needs a 200/202 only: the envelope; it signs nothing, so Standard Webhooks/tokens apply."""
     dialect = DIALECTS["kannel"]
-    assert (dialect.ack, dialect.verify) == ("envelope", None)
+    assert (dialect.ack, dialect.verify) == (ENVELOPE, None)
 
 
 # -- requests recorded from a real Kannel 1.4.5 ------------------------------------------------------
@@ -250,7 +251,7 @@ def test_binary_bytes_in_the_receipt_text_do_not_spoil_it() -> None:
         answer = "id%3A7+sub%3A001+dlvrd%3A001+submit+date%3A2601151140+done+date%3A2601151141+stat%3AEXPIRED"
         item = report(f"id=m9&type=2&answer={answer}+err%3A027+text%3A{text}".encode())
         assert (item.report.status, item.error) == (Status.EXPIRED, "027")
-    with pytest.raises(PayloadError) as raised:
+    with pytest.raises(RefusedPayload) as raised:
         parse_get(b"id=m9&type=1&to=%00380")
     assert "to" in raised.value.errors
 
@@ -280,7 +281,7 @@ def test_invalid_parameters_name_the_field(query: bytes, code: int, field: str) 
 
 def test_unexpanded_escape_cannot_be_read() -> None:
     """A dlr-url pasted where Kannel does not expand it (`type=%d`) is refused: `%d&` is no escape."""
-    with pytest.raises(PayloadError) as raised:
+    with pytest.raises(RefusedPayload) as raised:
         parse_get(b"id=m1&type=%d&answer=%A")
     assert "type" in raised.value.errors
 

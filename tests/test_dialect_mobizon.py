@@ -25,7 +25,8 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.mobizon import parse, sign, verify
-from service.payloads import FORM, JSON, PayloadError, RequestParts
+from service.dialects.types import ENVELOPE
+from service.payloads import FORM, JSON, RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -201,7 +202,7 @@ def test_invalid_fields_are_named_as_mobizon_names_them(changes: dict[str, Any],
 
 def test_body_that_is_not_an_event_is_refused_whole() -> None:
     """A JSON array is no Mobizon event: the request as a whole is refused."""
-    with pytest.raises(PayloadError) as raised:
+    with pytest.raises(RefusedPayload) as raised:
         parse(json_parts([DOCUMENTED]), RECEIVED, 1000)
     assert "body" in raised.value.errors
 
@@ -284,7 +285,7 @@ def test_verify_ignores_the_case_of_the_hex_digits() -> None:
 def test_dialect_is_registered_with_its_own_scheme() -> None:
     """The registry finds `mobizon`, answered in the envelope and checked by its own `sign`."""
     dialect = DIALECTS["mobizon"]
-    assert (dialect.ack, dialect.verify) == ("envelope", verify)
+    assert (dialect.ack, dialect.verify) == (ENVELOPE, verify)
 
 
 # --- over HTTP --------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.plivo import EVENT_TIMES, parse, signature_v2, verify
-from service.payloads import FORM, PayloadError, RequestParts
+from service.dialects.types import ENVELOPE
+from service.payloads import FORM, RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -177,7 +178,7 @@ def test_invalid_parameters_are_named_as_plivo_names_them(change: dict[str, Any]
 
 def test_json_array_body_is_refused_whole() -> None:
     """Plivo never sends a list: the request as a whole is refused."""
-    with pytest.raises(PayloadError):
+    with pytest.raises(RefusedPayload):
         parse(RequestParts("POST", "application/json", b"", b"[]"), RECEIVED, 1000)
 
 
@@ -192,12 +193,12 @@ FORM_VALUES = st.one_of(
 def test_any_parameter_values_give_a_report_or_an_error_naming_plivo_parameters(changes: dict[str, str]) -> None:
     """Whatever the parameters hold: a report, an item error naming only Plivo's parameters, or (a NUL, say)
     the request refused whole."""
-    outcome: IncomingReport | ItemError | PayloadError
+    outcome: IncomingReport | ItemError | RefusedPayload
     try:
         outcome = only(form(callback(**changes)))
-    except PayloadError as exc:
+    except RefusedPayload as exc:
         outcome = exc
-    if isinstance(outcome, PayloadError | ItemError):
+    if isinstance(outcome, RefusedPayload | ItemError):
         assert outcome.code in (1, 11)
     if isinstance(outcome, ItemError):
         assert set(outcome.errors) <= set(FIELDS)
@@ -253,7 +254,7 @@ def test_verify(headers: dict[str, str], valid: bool) -> None:
 
 def test_dialect_is_registered_with_its_own_scheme() -> None:
     """The registry finds `plivo`, answered in the envelope and checked by X-Plivo-Signature-V2."""
-    assert (DIALECTS["plivo"].ack, DIALECTS["plivo"].verify) == ("envelope", verify)
+    assert (DIALECTS["plivo"].ack, DIALECTS["plivo"].verify) == (ENVELOPE, verify)
 
 
 # --- over HTTP --------------------------------------------------------------------------------------

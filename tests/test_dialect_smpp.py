@@ -23,7 +23,8 @@ from service.config import Secret, Settings
 from service.dialects import DIALECTS, ItemError
 from service.dialects.receipt import parse_receipt, receipt_time
 from service.dialects.smpp import parse
-from service.payloads import PayloadError, RequestParts
+from service.dialects.types import ENVELOPE
+from service.payloads import RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -246,7 +247,7 @@ def test_binary_text_in_a_parameter_is_read_leniently(field: str) -> None:
 
 def test_smpp_uses_the_envelope_and_no_own_signature() -> None:
     """SMPP bridges get the envelope; no scheme of their own, so Standard Webhooks/tokens apply."""
-    assert (DIALECTS["smpp"].ack, DIALECTS["smpp"].verify) == ("envelope", None)
+    assert (DIALECTS["smpp"].ack, DIALECTS["smpp"].verify) == (ENVELOPE, None)
 
 
 # -- invalid ------------------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def refusal(parts: RequestParts) -> tuple[int, dict[str, str]]:
     """The code and field errors a payload is refused with, whether the whole request or its item fails."""
     try:
         parsed = parse(parts, NOW, 1000)
-    except PayloadError as exc:
+    except RefusedPayload as exc:
         return exc.code, exc.errors
     [item] = parsed.items
     assert isinstance(item, ItemError), item
@@ -288,7 +289,7 @@ def refusal(parts: RequestParts) -> tuple[int, dict[str, str]]:
 
 def test_json_is_not_a_receipt_format() -> None:
     """A JSON body is code 6 (unsupported format)."""
-    with pytest.raises(PayloadError) as raised:
+    with pytest.raises(RefusedPayload) as raised:
         parse(RequestParts("POST", "application/json", b"", b'{"id": "1"}'), NOW, 1000)
     assert raised.value.code == 6
 

@@ -20,7 +20,8 @@ from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS
 from service.dialects.twilio import parse, signature, verify
-from service.payloads import FORM, PayloadError, RequestParts
+from service.dialects.types import EMPTY
+from service.payloads import FORM, RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -150,14 +151,14 @@ def test_invalid_callbacks_name_the_twilio_field(body: bytes, code: int, field: 
 
 def test_a_json_array_is_not_a_callback() -> None:
     """Twilio sends one form per callback: a JSON array is refused as a whole."""
-    with pytest.raises(PayloadError) as refused:
+    with pytest.raises(RefusedPayload) as refused:
         parse(RequestParts("POST", "application/json", b"", b"[]"), RECEIVED, 1000)
     assert "body" in refused.value.errors
 
 
 def test_twilio_is_registered_with_an_empty_acknowledgement() -> None:
     """The registry finds the module; Twilio is answered with an empty 200 and has its own signature."""
-    assert DIALECTS["twilio"].ack == "empty"
+    assert DIALECTS["twilio"].ack == EMPTY
     assert DIALECTS["twilio"].verify is verify
 
 

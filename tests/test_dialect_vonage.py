@@ -21,8 +21,9 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import Secret, Settings
 from service.dialects import DIALECTS
+from service.dialects.types import ENVELOPE
 from service.dialects.vonage import parse, signed_string, verify, verify_at
-from service.payloads import FORM, JSON, PayloadError, RequestParts
+from service.payloads import FORM, JSON, RefusedPayload, RequestParts
 from service.reports import IncomingReport
 from service.statuses import Status
 from tests.conftest import fetch
@@ -167,14 +168,14 @@ def test_invalid_receipts_name_the_vonage_field(params: dict[str, str], code: in
 
 def test_a_json_array_is_not_a_receipt() -> None:
     """Vonage sends one receipt per request: a JSON array is refused as a whole."""
-    with pytest.raises(PayloadError) as refused:
+    with pytest.raises(RefusedPayload) as refused:
         parse(RequestParts("POST", JSON, b"", b"[{}]"), RECEIVED, 1000)
     assert "body" in refused.value.errors
 
 
 def test_vonage_is_registered_with_the_envelope() -> None:
     """The registry finds the module; Vonage is answered with the envelope and has its own signature."""
-    assert DIALECTS["vonage"].ack == "envelope"
+    assert DIALECTS["vonage"].ack == ENVELOPE
     assert DIALECTS["vonage"].verify is verify
 
 

@@ -11,9 +11,11 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
+from service.payloads import JSON, BadPayload, BatchTooLarge, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -31,13 +33,25 @@ def _status(value: Any) -> Status:
         raise fields.FieldError(f"unknown status {value[:40]!r}; must be one of {_STATUS_NAMES}") from None
 
 
+FIELDS = (
+    declared.message_id("id"),
+    Field("status", _status, declared.fixed(schemas.word([s.value for s in Status])), required=True),
+    declared.count("segment"),
+    declared.count("segments"),
+    declared.moment("time"),
+    declared.short("to"),
+    declared.text("campaign"),
+    declared.short("error"),
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if isinstance(data, dict):
         return Parsed([_item(data, 0, parts, received_at)], batch=False)
     if isinstance(data, list):
         if not data:
-            raise PayloadError({"body": "an empty batch"})
+            raise BadPayload({"body": "an empty batch"})
         if len(data) > max_batch:
             raise BatchTooLarge(len(data), max_batch)
         items = []
@@ -46,36 +60,29 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
             if isinstance(entry, dict):
                 items.append(_item(entry, index, item_parts, received_at))
             else:
-                items.append(ItemError(index, 1, {"item": "must be a JSON object"}, item_parts))
+                items.append(ItemError(index, BadPayload, {"item": "must be a JSON object"}, item_parts))
         return Parsed(items, batch=True)
-    raise PayloadError({"body": "must be a JSON object or an array of objects"})
+    raise BadPayload({"body": "must be a JSON object or an array of objects"})
 
 
 def _item(data: dict[str, Any], index: int, parts: RequestParts, received_at: datetime) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    message_id = f.read(data, "id", fields.message_id, required=True)
-    status = f.read(data, "status", _status, required=True)
-    segment = f.read(data, "segment", fields.count)
-    segments = f.read(data, "segments", fields.count)
-    event_time = f.read(data, "time", fields.timestamp)
-    recipient = f.read(data, "to", fields.short)
-    campaign = f.read(data, "campaign", fields.text)
-    error = f.read(data, "error", fields.short)
+    values, f = declared.read_fields(data, FIELDS)
+    message_id, status, segment, segments = values["id"], values["status"], values["segment"], values["segments"]
     if segment is not None and segments is not None and segment > segments:
         f.add("segment", f"segment {segment} is greater than segments ({segments})")
     if status is Status.PDLIVRD and segment is not None:
         f.add("segment", "PDLIVRD is a message status: it cannot be addressed to a segment")
     if f:
-        return ItemError(index, f.code, f.errors, parts, message_id)
+        return ItemError(index, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
         report=Report(status=status, segment=segment, segments=segments),
         source=NAME,
         received_at=received_at,
-        event_time=event_time,
-        recipient=recipient,
-        campaign=campaign,
-        error=error,
+        event_time=values["time"],
+        recipient=values["to"],
+        campaign=values["campaign"],
+        error=values["error"],
         raw_status=data.get("status") if isinstance(data.get("status"), str) else None,
     )
 
@@ -84,20 +91,7 @@ def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
     if transport == "text":
         return None
     form = transport != "json"
-    report = schemas.obj(
-        ["id", "status"],
-        {
-            "id": schemas.message_id(form),
-            "status": schemas.word([s.value for s in Status]),
-            "segment": schemas.count(form),
-            "segments": schemas.count(form),
-            "time": schemas.moment(form),
-            "to": schemas.short(form),
-            "campaign": schemas.text(fields.MAX_TEXT, form),
-            "error": schemas.short(form),
-        },
-        form,
-    )
+    report = declared.describe(FIELDS, form)
     # PDLIVRD is a message status, never addressed to a segment: as much of _item's rules as a schema can say.
     report["if"] = {"properties": {"status": {"const": "PDLIVRD"}}, "required": ["status"]}
     report["then"] = {"properties": {"segment": {"enum": [""]} if form else schemas.NULL}}

@@ -19,9 +19,11 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import JSON, BatchTooLarge, PayloadError, RequestParts, decode_request
+from service.payloads import JSON, BadPayload, BatchTooLarge, MissingFields, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -120,17 +122,47 @@ def _part_count(value: Any) -> int | None:
     return fields.count(value)
 
 
+_CODE = {
+    "anyOf": [
+        {"type": "string", "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE},
+        schemas.whole(fields.MAX_SHORT),
+        schemas.NULL,
+    ]
+}
+_PART_COUNT = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": fields.MAX_SEGMENTS}, schemas.NULL]}
+# JSON only: a form cannot carry the `status` and `error` objects.
+FIELDS = (
+    declared.message_id("messageId"),
+    # Read leniently: numbers first, names after, unknown is unmapped.
+    Field("status", _status_object, declared.fixed({"type": "object"}), required=True),
+    Field(
+        "error",
+        _error_code,
+        declared.fixed({"anyOf": [{"type": "object", "properties": {"id": _CODE, "name": _CODE}}, schemas.NULL]}),
+    ),
+    # How many parts: `smsCount`, or `messageCount` in the newer payload.
+    Field("smsCount", _part_count, declared.fixed(_PART_COUNT)),
+    Field("messageCount", _part_count, declared.fixed(_PART_COUNT)),
+    # Infobip's times carry their offset (`+0000`): when the report was finished, else when it was sent.
+    declared.moment("doneAt"),
+    declared.moment("sentAt"),
+    declared.short("to"),
+    # The send request's id groups the messages of one bulk send: the nearest thing to a campaign.
+    declared.text("bulkId"),
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
-        raise PayloadError({"body": 'must be a JSON object {"results": [...]}'})
+        raise BadPayload({"body": 'must be a JSON object {"results": [...]}'})
     results = data.get("results")
     if results is None:
-        raise PayloadError({"results": "required"}, code=11)
+        raise MissingFields({"results": "required"})
     if not isinstance(results, list):
-        raise PayloadError({"results": "must be an array of delivery reports"})
+        raise BadPayload({"results": "must be an array of delivery reports"})
     if not results:
-        raise PayloadError({"results": "an empty batch"})
+        raise BadPayload({"results": "an empty batch"})
     if len(results) > max_batch:
         raise BatchTooLarge(len(results), max_batch)
     items: list[IncomingReport | ItemError] = []
@@ -141,35 +173,28 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
         if isinstance(entry, dict):
             items.append(_report(entry, index, item_parts, received_at))
         else:
-            items.append(ItemError(index, 1, {"results": "each report must be a JSON object"}, item_parts))
+            items.append(ItemError(index, BadPayload, {"results": "each report must be a JSON object"}, item_parts))
     return Parsed(items, batch=True)
 
 
 def _report(
     entry: dict[str, Any], index: int, parts: RequestParts, received_at: datetime
 ) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    message_id = f.read(entry, "messageId", fields.message_id, required=True)
-    status = f.read(entry, "status", _status_object, required=True)
-    error = f.read(entry, "error", _error_code)
-    segments = f.read(entry, "smsCount", _part_count) or f.read(entry, "messageCount", _part_count)
-    # Infobip's times carry their offset (`+0000`): when the report was finished, else when it was sent.
-    done_at = f.read(entry, "doneAt", fields.timestamp)
-    sent_at = f.read(entry, "sentAt", fields.timestamp)
-    recipient = f.read(entry, "to", fields.short)
-    # The send request's id groups the messages of one bulk send: the nearest thing to a campaign.
-    campaign = f.read(entry, "bulkId", fields.text)
+    values, f = declared.read_fields(entry, FIELDS)
+    message_id, status = values["messageId"], values["status"]
     if f:
-        return ItemError(index, f.code, f.errors, parts, message_id)
+        return ItemError(index, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
-        report=Report(status=canonical_status(status), segment=None, segments=segments),
+        report=Report(
+            status=canonical_status(status), segment=None, segments=values["smsCount"] or values["messageCount"]
+        ),
         source=NAME,
         received_at=received_at,
-        event_time=done_at or sent_at,
-        recipient=recipient,
-        campaign=campaign,
-        error=error,
+        event_time=values["doneAt"] or values["sentAt"],
+        recipient=values["to"],
+        campaign=values["bulkId"],
+        error=values["error"],
         raw_status=_raw_status(status),
     )
 
@@ -178,23 +203,8 @@ def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
     """JSON only (a form cannot carry `results` objects), and never a GET."""
     if transport != "json":
         return None
-    text = {"type": "string", "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
-    code = {"anyOf": [text, {"type": "integer"}, schemas.NULL]}
-    report = schemas.obj(
-        ["messageId", "status"],
-        {
-            "messageId": schemas.message_id(False),
-            "status": {"type": "object"},  # read leniently: numbers first, names after, unknown is unmapped
-            "error": {"anyOf": [{"type": "object", "properties": {"id": code, "name": code}}, schemas.NULL]},
-            "smsCount": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": fields.MAX_SEGMENTS}, schemas.NULL]},
-            "doneAt": schemas.moment(False),
-            "sentAt": schemas.moment(False),
-            "to": schemas.short(False),
-            "bulkId": schemas.text(fields.MAX_TEXT, False),
-        },
-    )
-    results = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": report}
+    results = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": declared.describe(FIELDS, form=False)}
     return schemas.obj(["results"], {"results": results})
 
 
-DIALECT = Dialect(NAME, parse, describe, ack="envelope")
+DIALECT = Dialect(NAME, parse, describe)

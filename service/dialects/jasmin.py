@@ -16,10 +16,12 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.receipt import receipt_time
-from service.dialects.types import Dialect, ItemError, Parsed, Transport
+from service.dialects.types import Acknowledgement, Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import PayloadError, RequestParts, decode_request
+from service.payloads import TEXT, BadPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -43,17 +45,13 @@ RECEIPT_STATUS: dict[str, Status | None] = {
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
-        raise PayloadError({"body": "must be Jasmin's DLR form fields (id, message_status, level, ...)"})
+        raise BadPayload({"body": "must be Jasmin's DLR form fields (id, message_status, level, ...)"})
     # `ND` is no value: a field holding it is as good as absent.
     data = {key: value for key, value in data.items() if value != NOT_DEFINED}
-    f = fields.FieldErrors()
-    message_id = f.read(data, "id", fields.message_id, required=True)
-    message_status = f.read(data, "message_status", fields.short, required=True)
-    f.read(data, "level", _level)  # checked, not used: the status words say which level they are
-    err = f.read(data, "err", fields.short)
-    donedate = f.read(data, "donedate", fields.short)
+    values, f = declared.read_fields(data, FIELDS)
+    message_id, message_status, err = values["id"], values["message_status"], values["err"]
     if f:
-        return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
+        return Parsed([ItemError(0, f.kind, f.errors, parts, message_id)], batch=False)
     status = jasmin_status(message_status)
     submit_refused = status is Status.REJECTD and message_status.strip().upper().startswith("ESME_")
     return Parsed(
@@ -64,7 +62,7 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
                 source=NAME,
                 received_at=received_at,
                 # `donedate` is whatever the SMSC wrote (YYMMDDhhmm in the docs), in no stated zone: UTC.
-                event_time=receipt_time(donedate, received_at),
+                event_time=receipt_time(values["donedate"], received_at),
                 # A refused submit's error is its command status (ESME_RINVNUMDESTS); a receipt's is `err`.
                 error=message_status if submit_refused else err,
                 raw_status=message_status,
@@ -96,16 +94,26 @@ def _level(value: Any) -> str | None:
     return value.strip()
 
 
+def _defined(schema: declared.SchemaFor) -> declared.SchemaFor:
+    """A required field's schema, `ND` left out: the parser drops it as no value."""
+    return lambda form: {"allOf": [schema(form), {"not": {"const": NOT_DEFINED}}]}
+
+
+# Any word (unknown ones are kept unmapped), as text: JSON numbers are no Jasmin status.
+STATUS_SCHEMA = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": "^(?!ND$)[^\\x00]*$"}
+FIELDS = (
+    Field("id", fields.message_id, _defined(schemas.message_id), required=True),
+    Field("message_status", fields.short, declared.fixed(STATUS_SCHEMA), required=True),
+    Field("level", _level, declared.fixed({"type": "string", "enum": sorted(LEVELS)})),  # checked, not used
+    declared.short("err"),
+    declared.short("donedate"),
+)
+# Jasmin resends whatever is not answered with exactly this, refused payloads included (they are quarantined).
+ACK = Acknowledgement("ACK/Jasmin", body=b"ACK/Jasmin", media_type=TEXT, refused_too=True)
+
+
 def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
-    if transport == "text":
-        return None
-    form = transport != "json"
-    status = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": "^(?!ND$)[^\\x00]*$"}
-    return schemas.obj(
-        ["id", "message_status"],
-        {"id": schemas.message_id(form), "message_status": status, "level": {"type": "string", "enum": sorted(LEVELS)}},
-        form,
-    )
+    return None if transport == "text" else declared.describe(FIELDS, transport != "json")
 
 
-DIALECT = Dialect(NAME, parse, describe, ack="jasmin")
+DIALECT = Dialect(NAME, parse, describe, ack=ACK)

@@ -20,10 +20,12 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.receipt import Receipt, parse_receipt, receipt_time, stat_status, take_parameter
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import FORM, PayloadError, RequestParts, decode_request
+from service.payloads import FORM, BadPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -54,17 +56,13 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     rest, raw_answer = _take_answer(parts)
     data = decode_request(rest)
     if not isinstance(data, dict):
-        raise PayloadError({"body": "must be the dlr-url's parameters (id, type, answer, ...)"})
+        raise BadPayload({"body": "must be the dlr-url's parameters (id, type, answer, ...)"})
     if raw_answer is not None:
         data["answer"] = raw_answer
-    f = fields.FieldErrors()
-    message_id = f.read(data, "id", fields.message_id, required=True)
-    dlr_type = f.read(data, "type", _dlr_type, required=True)
-    answer = f.read(data, "answer", _answer)
-    recipient = f.read(data, "to", fields.short)
-    ts = f.read(data, "ts", fields.timestamp)
+    values, f = declared.read_fields(data, FIELDS)
+    message_id, dlr_type, answer, ts = values["id"], values["type"], values["answer"], values["ts"]
     if f:
-        return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
+        return Parsed([ItemError(0, f.kind, f.errors, parts, message_id)], batch=False)
     receipt = _receipt(answer)
     raw_type = str(data["type"]).strip()
     return Parsed(
@@ -76,7 +74,7 @@ def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
                 received_at=received_at,
                 # %T is unix time, unambiguous; the receipt's zone-less done date only stands in for it.
                 event_time=ts or (receipt_time(receipt.done_date, received_at) if receipt else None),
-                recipient=recipient,
+                recipient=values["to"],
                 error=_error(answer, receipt),
                 raw_status=f"{raw_type}/{receipt.stat}" if receipt and receipt.stat else raw_type,
             )
@@ -146,22 +144,23 @@ def _answer(value: Any) -> str | None:
     return fields.text(value, _ANSWER_MAX)
 
 
+def _answer_schema(form: bool) -> schemas.Schema:
+    # From a form or a query it is read leniently (NUL and bad bytes replaced); JSON escapes are exact.
+    return {"type": "string", "maxLength": _ANSWER_MAX} if form else schemas.text(_ANSWER_MAX, form)
+
+
+FIELDS = (
+    declared.message_id("id"),
+    # 1.._ALL_BITS, as digits only: a JSON number is no Kannel %d.
+    Field("type", _dlr_type, declared.fixed({"type": "string", "pattern": "^ *0*([1-9]|[1-5][0-9]|6[0-3]) *$"}), True),
+    Field("answer", _answer, _answer_schema),
+    declared.short("to"),
+    declared.moment("ts"),
+)
+
+
 def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
-    if transport == "text":
-        return None
-    form = transport != "json"
-    return schemas.obj(
-        ["id", "type"],
-        {
-            "id": schemas.message_id(form),
-            "type": {"type": "string", "pattern": "^ *0*([1-9]|[1-5][0-9]|6[0-3]) *$"},  # 1.._ALL_BITS
-            # From a form or a query it is read leniently (NUL and bad bytes replaced); JSON escapes are exact.
-            "answer": {"type": "string", "maxLength": _ANSWER_MAX} if form else schemas.text(_ANSWER_MAX, form),
-            "to": schemas.short(form),
-            "ts": schemas.moment(form),
-        },
-        form,
-    )
+    return None if transport == "text" else declared.describe(FIELDS, transport != "json")
 
 
 DIALECT = Dialect(NAME, parse, describe)

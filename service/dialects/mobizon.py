@@ -16,6 +16,7 @@ never applied again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from datetime import datetime
@@ -23,9 +24,11 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import PayloadError, RequestParts, decode_request
+from service.payloads import BadPayload, RefusedPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -60,47 +63,68 @@ def _data(value: Any) -> dict[str, Any]:
     return value
 
 
+def _event_id_schema(form: bool) -> schemas.Schema:
+    text = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
+    return text if form else {"anyOf": [text, schemas.whole(fields.MAX_SHORT)]}
+
+
+EVENT_TYPE_FIELD = Field("eventType", _event_type, declared.fixed({"const": EVENT_TYPE}), required=True)
+# The message's fields, inside `data` (`data[...]` keys in a form).
+DATA_FIELDS = (
+    declared.message_id("messageId"),
+    # Unknown words are kept unmapped, not refused.
+    Field("status", _status, declared.fixed({**schemas.ASCII_WORD, "maxLength": MAX_STATUS}), required=True),
+    declared.count("segNum"),
+    declared.text("campaignId"),
+    # Mobizon's `*Ts` fields carry no zone (and the docs name none): read as UTC, like every zone-less time.
+    declared.moment("statusUpdateTs"),
+    declared.short("to"),
+)
+EVENT_FIELDS = (
+    Field("eventId", fields.short, _event_id_schema, required=True),
+    declared.moment("eventCreateTs"),
+    Field(
+        "data",
+        _data,
+        lambda form: schemas.obj(declared.required(DATA_FIELDS), declared.properties(DATA_FIELDS, form)),
+        required=True,
+    ),
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     event = decode_request(parts)
     if not isinstance(event, dict):
-        raise PayloadError({"body": "must be a Mobizon webhook event: a JSON object or a form"})
+        raise BadPayload({"body": "must be a Mobizon webhook event: a JSON object or a form"})
     return Parsed([_report(event, parts, received_at)], batch=False)
 
 
 def _report(event: dict[str, Any], parts: RequestParts, received_at: datetime) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    f.read(event, "eventType", _event_type, required=True)
+    _, f = declared.read_fields(event, [EVENT_TYPE_FIELD])
     if f:
         # A form event's data has another shape: listing its "missing" SMS fields would only confuse.
-        return ItemError(0, f.code, f.errors, parts)
-    event_id = f.read(event, "eventId", fields.short, required=True)
-    created = f.read(event, "eventCreateTs", fields.timestamp)
-    data = f.read(event, "data", _data, required=True)
+        return ItemError(0, f.kind, f.errors, parts)
+    top, f = declared.read_fields(event, EVENT_FIELDS, f)
+    data = top["data"]
     if data is None:
-        return ItemError(0, f.code, f.errors, parts)  # its fields would only repeat that `data` is wrong
+        return ItemError(0, f.kind, f.errors, parts)  # its fields would only repeat that `data` is wrong
 
-    inner = fields.FieldErrors()
-    message_id = inner.read(data, "messageId", fields.message_id, required=True)
-    raw_status = inner.read(data, "status", _status, required=True)
-    segments = inner.read(data, "segNum", fields.count)
-    campaign = inner.read(data, "campaignId", fields.text)
-    # Mobizon's `*Ts` fields carry no zone (and the docs name none): read as UTC, like every zone-less time.
-    updated = inner.read(data, "statusUpdateTs", fields.timestamp)
-    recipient = inner.read(data, "to", fields.short)
+    values, inner = declared.read_fields(data, DATA_FIELDS)
     for name, reason in inner.errors.items():
         f.add(f"data.{name}", reason)
     f.missing.update(f"data.{name}" for name in inner.missing)
+    message_id, raw_status = values["messageId"], values["status"]
     if f:
-        return ItemError(0, f.code, f.errors, parts, message_id)
+        return ItemError(0, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
-        report=Report(status=STATUSES.get(raw_status.strip().upper()), segment=None, segments=segments),
+        report=Report(status=STATUSES.get(raw_status.strip().upper()), segment=None, segments=values["segNum"]),
         source=NAME,
         received_at=received_at,
-        event_time=updated or created,
-        recipient=recipient,
-        campaign=campaign,
-        event_id=event_id,
+        event_time=values["statusUpdateTs"] or top["eventCreateTs"],
+        recipient=values["to"],
+        campaign=values["campaignId"],
+        event_id=top["eventId"],
         raw_status=raw_status,
     )
 
@@ -127,7 +151,7 @@ def verify(parts: RequestParts, secret: str) -> bool:
     """
     try:
         event = decode_request(parts)
-    except PayloadError:
+    except RefusedPayload:
         return False  # a body that cannot be read carries no sign that could hold
     if not isinstance(event, dict):
         return False
@@ -145,24 +169,11 @@ def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
     if transport in ("text", "query"):
         return None
     form = transport == "form"
-    event_id = {"type": "string", "minLength": 1, "maxLength": fields.MAX_SHORT, "pattern": schemas.NUL_FREE}
-    top = {
-        "eventId": event_id if form else {"anyOf": [event_id, {"type": "integer"}]},
-        "eventType": {"const": EVENT_TYPE},
-        "eventCreateTs": schemas.moment(form),
-    }
-    data = {
-        "messageId": schemas.message_id(form),
-        "status": {**schemas.ASCII_WORD, "maxLength": MAX_STATUS},  # unknown words are kept unmapped, not refused
-        "segNum": schemas.count(form),
-        "campaignId": schemas.text(fields.MAX_TEXT, form),
-        "statusUpdateTs": schemas.moment(form),
-        "to": schemas.short(form),
-    }
-    if form:
-        flat = {f"data[{name}]": schema for name, schema in data.items()}
-        return schemas.obj(["eventId", "eventType", "data[messageId]", "data[status]"], {**top, **flat}, form)
-    return schemas.obj(["eventId", "eventType", "data"], {**top, "data": schemas.obj(["messageId", "status"], data)})
+    top = [EVENT_TYPE_FIELD, *EVENT_FIELDS]
+    if not form:
+        return declared.describe(top, form)
+    flat = [dataclasses.replace(spec, name=f"data[{spec.name}]") for spec in DATA_FIELDS]
+    return declared.describe([spec for spec in top if spec.name != "data"] + flat, form)
 
 
-DIALECT = Dialect(NAME, parse, describe, ack="envelope", verify=verify)
+DIALECT = Dialect(NAME, parse, describe, verify=verify)

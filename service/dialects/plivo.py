@@ -24,9 +24,11 @@ from urllib.parse import urlparse, urlunparse
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
+from service.dialects.declared import Field
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import PayloadError, RequestParts, decode_request
+from service.payloads import BadPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -81,32 +83,44 @@ def _error_code(value: Any) -> str | None:
     return code
 
 
+def _sequence_schema(form: bool) -> schemas.Schema:
+    digits = {"type": "string", "pattern": f"^ *[0-9]{{1,{MAX_SEQUENCE_DIGITS}}} *$"}
+    number = {"type": "integer", "minimum": 0, "maximum": 10**MAX_SEQUENCE_DIGITS - 1}
+    return schemas.optional(digits if form else {"anyOf": [digits, number]}, form)
+
+
+FIELDS = (
+    declared.message_id("MessageUUID"),
+    # Unknown words are kept unmapped, not refused.
+    Field("Status", _status, declared.fixed({**schemas.ASCII_WORD, "maxLength": 32}), required=True),
+    Field("Sequence", _sequence, _sequence_schema),
+    declared.count("Units"),
+    *(declared.moment(name) for name in EVENT_TIMES),
+    declared.short("To"),
+    Field("ErrorCode", _error_code, schemas.short),  # fields.text(value, 64): a short
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
-        raise PayloadError({"body": "must be Plivo's callback parameters: a form or a query string"})
+        raise BadPayload({"body": "must be Plivo's callback parameters: a form or a query string"})
     return Parsed([_report(data, parts, received_at)], batch=False)
 
 
 def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    message_id = f.read(data, "MessageUUID", fields.message_id, required=True)
-    raw_status = f.read(data, "Status", _status, required=True)
-    sequence = f.read(data, "Sequence", _sequence)
-    segments = f.read(data, "Units", fields.count)
-    times = [f.read(data, name, fields.timestamp) for name in EVENT_TIMES]
-    recipient = f.read(data, "To", fields.short)
-    error = f.read(data, "ErrorCode", _error_code)
+    values, f = declared.read_fields(data, FIELDS)
+    message_id, raw_status, sequence = values["MessageUUID"], values["Status"], values["Sequence"]
     if f:
-        return ItemError(0, f.code, f.errors, parts, message_id)
+        return ItemError(0, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
-        report=Report(status=STATUSES.get(raw_status.strip().lower()), segment=None, segments=segments),
+        report=Report(status=STATUSES.get(raw_status.strip().lower()), segment=None, segments=values["Units"]),
         source=NAME,
         received_at=received_at,
-        event_time=next((t for t in times if t is not None), None),
-        recipient=recipient,
-        error=error,
+        event_time=next((values[name] for name in EVENT_TIMES if values[name] is not None), None),
+        recipient=values["To"],
+        error=values["ErrorCode"],
         raw_status=raw_status,
         # A resent callback carries its Sequence again: the same event, answered as a duplicate.
         sequence=sequence,
@@ -138,26 +152,7 @@ def verify(parts: RequestParts, secret: str) -> bool:
 
 
 def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
-    if transport == "text":
-        return None
-    form = transport != "json"
-    digits = {"type": "string", "pattern": f"^ *[0-9]{{1,{MAX_SEQUENCE_DIGITS}}} *$"}
-    number = {"type": "integer", "minimum": 0, "maximum": 10**MAX_SEQUENCE_DIGITS - 1}
-    sequence = schemas.optional(digits if form else {"anyOf": [digits, number]}, form)
-    status = {**schemas.ASCII_WORD, "maxLength": 32}  # unknown words are kept unmapped, not refused
-    return schemas.obj(
-        ["MessageUUID", "Status"],
-        {
-            "MessageUUID": schemas.message_id(form),
-            "Status": status,
-            "Sequence": sequence,
-            "Units": schemas.count(form),
-            "DeliveryReportTime": schemas.moment(form),
-            "To": schemas.short(form),
-            "ErrorCode": schemas.short(form),
-        },
-        form,
-    )
+    return None if transport == "text" else declared.describe(FIELDS, transport != "json")
 
 
-DIALECT = Dialect(NAME, parse, describe, ack="envelope", verify=verify)
+DIALECT = Dialect(NAME, parse, describe, verify=verify)

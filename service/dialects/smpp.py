@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from service import field_schemas as schemas
-from service import fields
+from service.dialects import declared
 from service.dialects.receipt import (
     Receipt,
     parse_receipt,
@@ -22,7 +22,7 @@ from service.dialects.receipt import (
 )
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import FORM, TEXT, PayloadError, RequestParts, UnsupportedFormat
+from service.payloads import FORM, TEXT, BadPayload, MissingFields, RequestParts, unsupported_content_type
 from service.reports import IncomingReport
 
 NAME = "smpp"
@@ -30,18 +30,25 @@ NAME = "smpp"
 _GET_FIELD, _FORM_FIELD, _BODY = "answer", "text", "body"
 
 
+# The receipt's fields, found in its text (service/dialects/receipt.py). What a schema can say of the text
+# as a whole is RECEIPT_SCHEMA below: these fields' own schemas are not served.
+# Read whole up to the next space, and refused rather than cut (receipt.receipt_id, receipt.receipt_word).
+FIELDS = (
+    declared.Field("id", receipt_id, schemas.message_id, required=True),
+    declared.Field("stat", receipt_word, schemas.short, required=True),
+    declared.Field("err", receipt_word, schemas.short),
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     raw, where = _receipt_text(parts)
     receipt = parse_receipt(raw)
     if receipt.id is None and receipt.stat is None:
-        raise PayloadError({where: "not an SMPP delivery receipt (neither id: nor stat: found)"})
-    f = fields.FieldErrors()
-    message_id = f.read({"id": receipt.id}, "id", receipt_id, required=True)
-    stat = f.read({"stat": receipt.stat}, "stat", receipt_word, required=True)
-    error = f.read({"err": receipt.err}, "err", receipt_word)
+        raise BadPayload({where: "not an SMPP delivery receipt (neither id: nor stat: found)"})
+    values, f = declared.read_fields({"id": receipt.id, "stat": receipt.stat, "err": receipt.err}, FIELDS)
     if f:
-        return Parsed([ItemError(0, f.code, f.errors, parts, message_id)], batch=False)
-    return Parsed([_report(receipt, message_id, stat, error, received_at)], batch=False)
+        return Parsed([ItemError(0, f.kind, f.errors, parts, values["id"])], batch=False)
+    return Parsed([_report(receipt, values["id"], values["stat"], values["err"], received_at)], batch=False)
 
 
 def _report(receipt: Receipt, message_id: str, stat: str, error: str | None, received_at: datetime) -> IncomingReport:
@@ -68,9 +75,9 @@ def _receipt_text(parts: RequestParts) -> tuple[str, str]:
     if unlabelled_form or (kind is not None and kind.startswith(FORM)):
         return _parameter(parts.body, _FORM_FIELD, _GET_FIELD), _FORM_FIELD
     if kind not in (None, TEXT):
-        raise UnsupportedFormat(kind)
+        raise unsupported_content_type(kind)
     if not parts.body.strip():
-        raise PayloadError({_BODY: "required: the receipt text (id:... stat:...)"}, code=11)
+        raise MissingFields({_BODY: "required: the receipt text (id:... stat:...)"})
     # Receipts are ASCII; trailing binary garbage (TLVs, NULs) must not make the whole receipt unreadable,
     # so undecodable bytes become U+FFFD, which no field pattern matches.
     return parts.body.decode("utf-8", errors="replace"), _BODY
@@ -81,7 +88,7 @@ def _parameter(encoded: bytes, name: str, other: str) -> str:
     `text:` may hold binary bytes. The other parameters are not read."""
     value = take_parameter(encoded, name)[1] or take_parameter(encoded, other)[1]
     if not value:
-        raise PayloadError({name: "required: the receipt text (id:... stat:...)"}, code=11)
+        raise MissingFields({name: "required: the receipt text (id:... stat:...)"})
     return value
 
 

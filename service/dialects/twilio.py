@@ -11,6 +11,7 @@ base64(HMAC-SHA1(auth token, URL + every POST parameter's name and value, sorted
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -20,10 +21,12 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
 from service.dialects.carrier_time import done_date
-from service.dialects.types import Dialect, ItemError, Parsed, Transport
+from service.dialects.declared import Field
+from service.dialects.types import EMPTY, Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import FORM, PayloadError, RequestParts, decode_request
+from service.payloads import FORM, BadPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -64,32 +67,39 @@ def _field(data: dict[str, Any], name: str, fallback: str) -> str:
     return fallback if not _given(data.get(name)) and _given(data.get(fallback)) else name
 
 
+# The current names; the older `SmsSid` and `SmsStatus` are read in their place when only they are given.
+FIELDS = (
+    declared.message_id("MessageSid"),
+    Field("MessageStatus", _status, declared.fixed(schemas.word(list(STATUSES))), required=True),
+    declared.short("To"),
+    declared.short("ErrorCode"),
+    Field("RawDlrDoneDate", done_date, schemas.done_date),
+)
+OLDER_NAMES = {"MessageSid": "SmsSid", "MessageStatus": "SmsStatus"}
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
-        raise PayloadError({"body": "must be a form (application/x-www-form-urlencoded)"})
+        raise BadPayload({"body": "must be a form (application/x-www-form-urlencoded)"})
     return Parsed([_report(data, parts, received_at)], batch=False)
 
 
 def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    sid_field = _field(data, "MessageSid", "SmsSid")
-    status_field = _field(data, "MessageStatus", "SmsStatus")
-    message_id = f.read(data, sid_field, fields.message_id, required=True)
-    status = f.read(data, status_field, _status, required=True)
-    recipient = f.read(data, "To", fields.short)
-    error = f.read(data, "ErrorCode", fields.short)
-    event_time = f.read(data, "RawDlrDoneDate", done_date)
+    names = {name: _field(data, name, older) for name, older in OLDER_NAMES.items()}
+    specs = [dataclasses.replace(spec, name=names.get(spec.name, spec.name)) for spec in FIELDS]
+    values, f = declared.read_fields(data, specs)
+    message_id, status_field = values[names["MessageSid"]], names["MessageStatus"]
     if f:
-        return ItemError(0, f.code, f.errors, parts, message_id)
+        return ItemError(0, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
-        report=Report(status=status),
+        report=Report(status=values[status_field]),
         source=NAME,
         received_at=received_at,
-        event_time=event_time,
-        recipient=recipient,
-        error=error,
+        event_time=values["RawDlrDoneDate"],
+        recipient=values["To"],
+        error=values["ErrorCode"],
         raw_status=data[status_field],
     )
 
@@ -166,20 +176,7 @@ def _url_variants(url: str) -> list[str]:
 
 
 def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
-    if transport == "text":
-        return None
-    form = transport != "json"
-    return schemas.obj(
-        ["MessageSid", "MessageStatus"],
-        {
-            "MessageSid": schemas.message_id(form),
-            "MessageStatus": schemas.word(list(STATUSES)),
-            "To": schemas.short(form),
-            "ErrorCode": schemas.short(form),
-            "RawDlrDoneDate": schemas.done_date(form),
-        },
-        form,
-    )
+    return None if transport == "text" else declared.describe(FIELDS, transport != "json")
 
 
-DIALECT = Dialect(NAME, parse, describe, ack="empty", verify=verify)
+DIALECT = Dialect(NAME, parse, describe, ack=EMPTY, verify=verify)

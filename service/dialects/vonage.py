@@ -26,10 +26,12 @@ from typing import Any
 
 from service import field_schemas as schemas
 from service import fields
+from service.dialects import declared
 from service.dialects.carrier_time import done_date
+from service.dialects.declared import Field
 from service.dialects.types import Dialect, ItemError, Parsed, Transport
 from service.engine import Report
-from service.payloads import PayloadError, RequestParts, decode_request
+from service.payloads import BadPayload, RefusedPayload, RequestParts, decode_request
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -64,33 +66,37 @@ def _status(value: Any) -> Status | None:
     return fields.word(value, STATUSES)
 
 
+FIELDS = (
+    declared.message_id("messageId"),
+    Field("status", _status, declared.fixed(schemas.word(list(STATUSES))), required=True),
+    declared.short("msisdn"),
+    declared.short("err-code"),
+    Field("scts", done_date, schemas.done_date),
+    # `YYYY-MM-DD HH:MM:SS`, UTC: when Vonage pushed the receipt, the nearest time there is without scts.
+    declared.moment("message-timestamp"),
+)
+
+
 def parse(parts: RequestParts, received_at: datetime, max_batch: int) -> Parsed:
     data = decode_request(parts)
     if not isinstance(data, dict):
-        raise PayloadError({"body": "must be one delivery receipt: a query string, a form or a JSON object"})
+        raise BadPayload({"body": "must be one delivery receipt: a query string, a form or a JSON object"})
     return Parsed([_report(data, parts, received_at)], batch=False)
 
 
 def _report(data: dict[str, Any], parts: RequestParts, received_at: datetime) -> IncomingReport | ItemError:
-    f = fields.FieldErrors()
-    message_id = f.read(data, "messageId", fields.message_id, required=True)
-    status = f.read(data, "status", _status, required=True)
-    recipient = f.read(data, "msisdn", fields.short)
-    error = f.read(data, "err-code", fields.short)
-    event_time = f.read(data, "scts", done_date)
-    if event_time is None and "scts" not in f.errors:
-        # `YYYY-MM-DD HH:MM:SS`, UTC: when Vonage pushed the receipt, the nearest time there is without scts.
-        event_time = f.read(data, "message-timestamp", fields.timestamp)
+    values, f = declared.read_fields(data, FIELDS)
+    message_id = values["messageId"]
     if f:
-        return ItemError(0, f.code, f.errors, parts, message_id)
+        return ItemError(0, f.kind, f.errors, parts, message_id)
     return IncomingReport(
         message_id=message_id,
-        report=Report(status=status),
+        report=Report(status=values["status"]),
         source=NAME,
         received_at=received_at,
-        event_time=event_time,
-        recipient=recipient,
-        error=error,
+        event_time=values["scts"] or values["message-timestamp"],
+        recipient=values["msisdn"],
+        error=values["err-code"],
         raw_status=data["status"],
     )
 
@@ -152,7 +158,7 @@ def _params(parts: RequestParts) -> dict[str, str] | None:
     """The receipt's parameters as text, the same ones the parser reads; None when they cannot be read."""
     try:
         data = decode_request(parts)
-    except PayloadError:
+    except RefusedPayload:
         return None
     if not isinstance(data, dict):
         return None
@@ -187,20 +193,7 @@ def _signed_sets(params: dict[str, str]) -> list[dict[str, str]]:
 
 
 def describe(transport: Transport, max_batch: int) -> schemas.Schema | None:
-    if transport == "text":
-        return None
-    form = transport != "json"
-    return schemas.obj(
-        ["messageId", "status"],
-        {
-            "messageId": schemas.message_id(form),
-            "status": schemas.word(list(STATUSES)),
-            "msisdn": schemas.short(form),
-            "err-code": schemas.short(form),
-            "scts": schemas.done_date(form),
-        },
-        form,
-    )
+    return None if transport == "text" else declared.describe(FIELDS, transport != "json")
 
 
 DIALECT = Dialect(NAME, parse, describe, verify=verify)

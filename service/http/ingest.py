@@ -2,7 +2,8 @@
 
 handler -> token -> signature -> dialect parse -> writer (engine inside the transaction) -> the answer
 the sender expects. A payload that cannot be parsed or validated is quarantined with its reason before it
-is refused (Jasmin is acknowledged all the same: it would otherwise resend it, and it is kept).
+is refused (a sender whose acknowledgement covers refused payloads, Jasmin, is acknowledged all the same: it
+would otherwise resend it, and it is kept).
 """
 
 from __future__ import annotations
@@ -14,23 +15,17 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from service import logs, metrics, store
 from service.auth import require_webhook_token, verify_callback
 from service.dialects import DIALECTS, Dialect, ItemError
-from service.errors import (
-    LimitExceeded,
-    MethodNotAllowed,
-    ServiceError,
-    UnknownModule,
-    database_errors,
-    field_error,
-)
+from service.dialects.types import Acknowledgement
+from service.errors import MethodNotAllowed, RefusedPayload, UnknownModule, database_errors
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
 from service.ledger import ReportDecision
-from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
+from service.payloads import BatchTooLarge, RequestParts, media_type
 from service.reports import IncomingReport
 from service.services import Services
 
@@ -88,19 +83,21 @@ async def ingest(request: Request) -> Response:
 
 
 async def process(app: Services, dialect: Dialect, parts: RequestParts, event_id: str | None = None) -> Response:
+    ack = dialect.ack
     try:
         response = await _process(app, dialect, parts, event_id)
-    except ServiceError as exc:
-        # Jasmin resends whatever is not acknowledged; a payload it sent that we refused is quarantined,
-        # so it is acknowledged too. Nothing is acknowledged that is not stored: 503s stay 503s.
-        if dialect.ack == "jasmin" and exc.code in (1, 6, 11, 12):
-            return PlainTextResponse("ACK/Jasmin")
+    except RefusedPayload:
+        # A payload refused is quarantined, so a sender that resends whatever is not acknowledged is
+        # acknowledged for it too. Nothing is acknowledged that is not stored: 503s stay 503s.
+        if ack.refused_too:
+            return _acknowledge(ack)
         raise
-    if dialect.ack == "jasmin":
-        return PlainTextResponse("ACK/Jasmin")
-    if dialect.ack == "empty":
-        return Response(b"", 200)
-    return response
+    return response if ack.body is None else _acknowledge(ack)
+
+
+def _acknowledge(ack: Acknowledgement) -> Response:
+    assert ack.body is not None
+    return Response(ack.body, 200, media_type=ack.media_type)
 
 
 async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_id: str | None) -> Response:
@@ -108,11 +105,11 @@ async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_i
     name = dialect.name
     try:
         parsed = dialect.parse(parts, received_at, app.settings.max_batch)
-    except BatchTooLarge as exc:
-        raise LimitExceeded(f"batch too large: at most {exc.limit} items", exc.errors) from None
-    except PayloadError as exc:
+    except BatchTooLarge:
+        raise  # not quarantined: the sender is told to split it
+    except RefusedPayload as exc:
         await _quarantine(app, name, [(parts, exc.errors, None)], received_at)
-        raise field_error(exc.errors, exc.code) from None
+        raise
     if not parsed.batch and parsed.items[0].message_id is not None:
         logs.message_id.set(parsed.items[0].message_id)
     reports = [item for item in parsed.items if isinstance(item, IncomingReport)]
@@ -131,7 +128,7 @@ async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_i
     if not parsed.batch:
         item = parsed.items[0]
         if isinstance(item, ItemError):
-            raise field_error(item.errors, item.code)
+            raise item.refusal()
         return ok(_answer(next(answers)))
     results: list[dict[str, Any]] = []
     for index, item in enumerate(parsed.items):

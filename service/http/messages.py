@@ -13,12 +13,12 @@ from starlette.responses import Response
 
 from service import fields, store
 from service.auth import require_api_key
-from service.errors import LimitExceeded, NotFound, database_errors, field_error
+from service.errors import BadPayload, LimitExceeded, MissingFields, NotFound, RefusedPayload, database_errors
 from service.http import views
 from service.http.envelope import batch_answer, ok
 from service.http.requests import page_limit, read_body, read_query, state
 from service.ledger import RegistrationDecision
-from service.payloads import JSON, PayloadError, RequestParts, UnsupportedFormat, decode_request, media_type
+from service.payloads import JSON, RequestParts, decode_request, media_type, unsupported_content_type
 from service.reports import Registration
 from service.services import Services
 from service.statuses import Status
@@ -41,16 +41,13 @@ async def register(request: Request) -> Response:
         b"",
         await read_body(request, app.settings.max_body_bytes),
     )
-    try:
-        if not _is_json(parts):
-            raise UnsupportedFormat(parts.content_type)
-        data = decode_request(parts)
-    except PayloadError as exc:
-        raise field_error(exc.errors, exc.code) from None
+    if not _is_json(parts):
+        raise unsupported_content_type(parts.content_type)
+    data = decode_request(parts)
     batch = isinstance(data, list)
     entries = data if batch else [data]
     if not isinstance(data, dict | list) or not entries:
-        raise field_error({"body": "must be a JSON object or a non-empty array of objects"}, 1)
+        raise BadPayload({"body": "must be a JSON object or a non-empty array of objects"})
     if len(entries) > app.settings.max_batch:
         raise LimitExceeded(
             f"batch of {len(entries)} items; at most {app.settings.max_batch}",
@@ -66,14 +63,14 @@ async def register(request: Request) -> Response:
     answers = iter(results)
     if not batch:
         if not isinstance(parsed[0], Registration):
-            raise field_error(*parsed[0])
+            raise parsed[0]
         return ok(_registered(next(answers)))
     items: list[dict[str, Any]] = []
     for index, p in enumerate(parsed):
         if isinstance(p, Registration):
             items.append({"index": index, "code": 0, **_registered(next(answers))})
         else:
-            items.append({"index": index, "code": p[1], "errors": p[0]})
+            items.append({"index": index, "code": p.code, "errors": p.errors})
     return batch_answer(items)
 
 
@@ -91,9 +88,9 @@ def _is_json(parts: RequestParts) -> bool:
     return kind == JSON or kind.endswith("+json")
 
 
-def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, str], int]:
+def _registration(entry: Any, now: datetime) -> Registration | RefusedPayload:
     if not isinstance(entry, dict):
-        return {"item": "must be a JSON object"}, 1
+        return BadPayload({"item": "must be a JSON object"})
     f = fields.FieldErrors()
     message_id = f.read(entry, "id", fields.message_id, required=True)
     recipient = f.read(entry, "to", fields.short)
@@ -102,7 +99,7 @@ def _registration(entry: Any, now: datetime) -> Registration | tuple[dict[str, s
     sent_at = f.read(entry, "sent_at", fields.timestamp)
     text = f.read(entry, "text", lambda v: fields.text(v, MAX_TEXT))
     if f:
-        return f.errors, f.code
+        return f.refusal()
     return Registration(message_id, now, recipient, campaign, segments, sent_at, text)
 
 
@@ -153,7 +150,7 @@ async def list_or_many(request: Request) -> Response:
     if "ids" in params:
         mixed = [name for name in PAGE_PARAMETERS if params.get(name, "") != ""]
         if mixed:
-            raise field_error({name: "cannot be combined with ids" for name in mixed}, 1)
+            raise BadPayload({name: "cannot be combined with ids" for name in mixed})
         return await _many(app, params["ids"])
     return await _page(app, params)
 
@@ -162,7 +159,7 @@ async def _many(app: Services, values: list[str]) -> Response:
     # `ids=a,b`, `ids=a&ids=b` (requests, httpx) and both at once: the ids in order, each once.
     ids = list(dict.fromkeys(i for v in values for i in v.split(",") if i))
     if not ids:
-        raise field_error({"ids": "required"}, 11)
+        raise MissingFields({"ids": "required"})
     if len(ids) > MAX_IDS:
         raise LimitExceeded(f"{len(ids)} ids; at most {MAX_IDS}", {"ids": f"at most {MAX_IDS} ids"})
     async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
@@ -184,7 +181,7 @@ async def _page(app: Services, params: dict[str, Any]) -> Response:
     since = f.read(params, "since", fields.timestamp)
     until = f.read(params, "until", fields.timestamp)
     if f:
-        raise field_error(f.errors, f.code)
+        raise f.refusal()
     limit = page_limit(params, DEFAULT_PAGE, MAX_PAGE)
     if since is not None and until is not None and since >= until:
         raise LimitExceeded("since must be before until", {"since": "must be before until"})

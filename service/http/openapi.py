@@ -92,13 +92,14 @@ def _ingest(dialect: Dialect, max_batch: int) -> dict[str, Any]:
         if (schema := dialect.describe(transport, max_batch)) is not None  # type: ignore[arg-type]
     }
     errors = {str(code): {"description": "an error in the envelope", **ENVELOPE} for code in (400, 401, 413, 415, 503)}
-    if dialect.ack == "jasmin":
-        ok: dict[str, Any] = {"description": "ACK/Jasmin", "content": {TEXT: {"schema": {"const": "ACK/Jasmin"}}}}
+    ack = dialect.ack
+    ok: dict[str, Any] = {"description": ack.description}
+    if ack.body is None:
+        ok |= ENVELOPE
+    elif ack.media_type is not None:
+        ok["content"] = {ack.media_type: {"schema": {"const": ack.body.decode()}}}
+    if ack.refused_too:
         del errors["400"], errors["415"]  # refused payloads are acknowledged too (and quarantined)
-    elif dialect.ack == "empty":
-        ok = {"description": "an empty answer"}
-    else:
-        ok = {"description": "code 0", **ENVELOPE}
     responses = {"200": ok, **errors}
     json_body = body.get(JSON, {}).get("schema", {})
     if "oneOf" in json_body or json_body.get("properties", {}).get("results"):

@@ -10,12 +10,12 @@ from starlette.responses import Response
 from service import fields, metrics, store
 from service.auth import require_api_key
 from service.dialects import ItemError
-from service.errors import LimitExceeded, NotFound, UnknownModule, database_errors, field_error
+from service.errors import BadPayload, LimitExceeded, NotFound, PayloadLimit, UnknownModule, database_errors
 from service.http import views
 from service.http.envelope import ok
 from service.http.ingest import dialect_for
 from service.http.requests import page_limit, read_query, state
-from service.payloads import PayloadError, RequestParts
+from service.payloads import BatchTooLarge, RequestParts
 from service.reports import IncomingReport
 from service.writer import record
 
@@ -30,7 +30,7 @@ async def list_quarantine(request: Request) -> Response:
     f = fields.FieldErrors()
     dialect = f.read(params, "dialect", fields.text)
     if f:
-        raise field_error(f.errors, f.code)
+        raise f.refusal()
     limit = page_limit(params, DEFAULT_PAGE, MAX_PAGE)
     try:
         cursor = fields.count(params.get("cursor"), 2**62)
@@ -72,15 +72,15 @@ async def replay(request: Request) -> Response:
         try:
             dialect = dialect_for(row["dialect"])
         except UnknownModule as exc:
-            raise field_error({"dialect": exc.message}, 1) from None
+            raise BadPayload({"dialect": exc.message}) from None
         parts = RequestParts(row["method"], row["content_type"], bytes(row["query"]), bytes(row["body"]))
         try:
             parsed = dialect.parse(parts, datetime.now(UTC), app.settings.max_batch)
-        except PayloadError as exc:
-            raise field_error(exc.errors, exc.code) from None
+        except BatchTooLarge as exc:
+            raise PayloadLimit(exc.errors) from None  # "limits broken: batch", as a replay has always said
         failed = [i for i in parsed.items if isinstance(i, ItemError)]
         if failed:
-            raise field_error({f"item {i.index}.{k}": v for i in failed for k, v in i.errors.items()}, failed[0].code)
+            raise failed[0].kind({f"item {i.index}.{k}": v for i in failed for k, v in i.errors.items()})
         reports = [i for i in parsed.items if isinstance(i, IncomingReport)]
         answers = await store.apply_reports(conn, reports, lifetime=app.settings.lifetime)
         await store.drop_quarantined(conn, item_id)

@@ -8,8 +8,8 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BodyTooLarge, LimitExceeded, ShuttingDown, field_error
-from service.payloads import PayloadError, decode_form
+from service.errors import BadPayload, BodyTooLarge, LimitExceeded, ShuttingDown
+from service.payloads import decode_form
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -58,10 +58,7 @@ def read_query(request: Request, known: Collection[str] = (), repeatable: Collec
     for pair in request.scope.get("query_string", b"").split(b"&"):
         if not pair:
             continue
-        try:
-            [(name, value)] = decode_form(pair).items()
-        except PayloadError as exc:
-            raise field_error(exc.errors, exc.code) from None
+        [(name, value)] = decode_form(pair).items()  # or BadPayload (code 1): a bad escape, a NUL, ...
         if isinstance(value, list) and len(value) == 1 and name in repeatable:
             value = value[0]  # `ids[]=a`: PHP and Rails clients' way of sending a list
         if not isinstance(value, str):
@@ -76,7 +73,7 @@ def read_query(request: Request, known: Collection[str] = (), repeatable: Collec
         if len(given) > 1 and name not in repeatable:
             errors[name] = f"given {len(given)} times; give it once"
     if errors:
-        raise field_error(errors, 1)
+        raise BadPayload(errors)
     return {name: given if name in repeatable else given[0] for name, given in values.items()}
 
 
@@ -95,7 +92,7 @@ def page_limit(params: dict[str, Any], default: int, maximum: int) -> int:
         return default
     digits = raw.lstrip("0") if isinstance(raw, str) and raw.isascii() and raw.isdigit() else None
     if not digits:
-        raise field_error({"limit": f"must be a whole number from 1 to {maximum}"}, 1)
+        raise BadPayload({"limit": f"must be a whole number from 1 to {maximum}"})
     if len(digits) > len(str(maximum)) or int(digits) > maximum:
         raise LimitExceeded(f"limit {raw[:20]}; at most {maximum}", {"limit": f"at most {maximum}"})
     return int(digits)

@@ -42,7 +42,7 @@ from service.config import Settings
 from service.dialects import DIALECTS, ItemError
 from service.http.ingest import ALLOWED
 from service.http.messages import PAGE_PARAMETERS
-from service.payloads import BatchTooLarge, PayloadError, RequestParts, media_type
+from service.payloads import BatchTooLarge, RefusedPayload, RequestParts, media_type
 from service.statuses import Status
 from tests.reliability.scale import pick
 from tests.reliability.wire import Counts, Reply, Rows, check_answer, path_of, rows_of, send
@@ -467,7 +467,7 @@ def oracle(dialect: str, request: dict[str, Any]) -> tuple[int, bool]:
         parsed = DIALECTS[dialect].parse(parts, datetime.now(UTC), 1000)
     except BatchTooLarge:
         return 0, False
-    except PayloadError:
+    except RefusedPayload:
         return 1, False
     bad = sum(isinstance(item, ItemError) for item in parsed.items)
     return bad, bad < len(parsed.items)
