@@ -123,8 +123,9 @@ class PayloadLimit(RefusedPayload, LimitExceeded):
 
 
 class BatchTooLarge(PayloadLimit):
-    """More items than the batch limit: refused before any item is built (not quarantined: the sender is
-    told to split it, and a megabyte of tiny items would otherwise cost seconds to validate)."""
+    """More items than the batch limit: refused before any item is built (a megabyte of tiny items would
+    otherwise cost seconds to validate). Quarantined whole like any refused payload, so that it can be
+    replayed once DLR_MAX_BATCH allows it; the body size limit still bounds what is kept."""
 
     def __init__(self, count: int, limit: int) -> None:
         super().__init__({"batch": f"{count} items; at most {limit}"}, f"batch too large: at most {limit} items")

@@ -455,13 +455,22 @@ def test_batch_with_an_unencodable_item_is_refused_whole(client: TestClient, db:
     assert bytes(quarantined(db)[0]["body"]) == body
 
 
-def test_batch_over_the_size_limit_is_code_12_and_not_kept(settings: Settings, db: str) -> None:
-    """Past DLR_MAX_BATCH the batch is refused with code 12 before any item is applied or quarantined."""
+def test_batch_over_the_size_limit_is_code_12_and_quarantined_whole(settings: Settings, db: str) -> None:
+    """Past DLR_MAX_BATCH the batch is refused with code 12 before any item is applied, and kept whole in the
+    quarantine like every refused payload; once the limit allows it, its replay applies it."""
+    body = js([{"id": f"b{i}", "status": "DELIVRD"} for i in range(4)])
     with TestClient(create_app(replace(settings, max_batch=3))) as client:
-        body = js([{"id": f"b{i}", "status": "DELIVRD"} for i in range(3)] + [{"id": True}])
         answer = raw_request(client, "POST", "/dlr/generic", body=body, content_type=JSON)
-    assert_refused(answer, 12, "batch")
-    assert counts(db) == (0, 0, 0)
+        assert_refused(answer, 12, "batch")
+        assert counts(db) == (0, 0, 1)
+        [row] = quarantined(db)
+        assert (bytes(row["body"]), json.loads(row["error"])) == (body, {"batch": "4 items; at most 3"})
+        [item] = client.get("/quarantine").json()["data"]["items"]
+        assert client.post(f"/quarantine/{item['id']}/replay").json()["code"] == 12  # still too large
+    with TestClient(create_app(settings)) as client:
+        replayed = client.post(f"/quarantine/{item['id']}/replay").json()
+        assert (replayed["code"], len(replayed["data"]["items"])) == (0, 4)
+    assert counts(db) == (4, 4, 0)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from service.errors import MethodNotAllowed, RefusedPayload, UnknownModule, data
 from service.http.envelope import batch_answer, ok
 from service.http.requests import read_body, state
 from service.ledger import ReportDecision
-from service.payloads import BatchTooLarge, RequestParts, media_type
+from service.payloads import RequestParts, media_type
 from service.reports import IncomingReport
 from service.services import Services
 
@@ -105,9 +105,7 @@ async def _process(app: Services, dialect: Dialect, parts: RequestParts, event_i
     name = dialect.name
     try:
         parsed = dialect.parse(parts, received_at, app.settings.max_batch)
-    except BatchTooLarge:
-        raise  # not quarantined: the sender is told to split it
-    except RefusedPayload as exc:
+    except RefusedPayload as exc:  # an oversized batch too: the sender is told to split it, and it is kept
         await _quarantine(app, name, [(parts, exc.errors, None)], received_at)
         raise
     if not parsed.batch and parsed.items[0].message_id is not None:
