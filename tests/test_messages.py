@@ -418,3 +418,24 @@ def test_campaign_statistics_are_at_most_ttl_old(settings: Settings) -> None:
     with TestClient(create_app(replace(settings, campaign_stats_ttl=0))) as client:
         client.post("/messages", json={"id": "t3", "campaign": "ttl"})
         assert client.get("/campaigns/ttl").json()["data"]["total"] == 3
+
+
+def test_openapi_states_the_credentials_each_endpoint_takes(settings: Settings) -> None:
+    """With keys and a token configured, /openapi.json says so per operation: an API key (bearer or `apiKey=`)
+    for the API, the webhook token (bearer or `token=`) for every sender's path, none for the operational
+    endpoints; unconfigured, the operations are open (`{}`), as they are."""
+    from dataclasses import replace
+
+    from service.config import Secret
+
+    secured = replace(settings, api_keys=frozenset({Secret("k")}), webhook_token=Secret("t"))
+    with TestClient(create_app(secured)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    assert paths["/messages/{id}"]["get"]["security"] == [{"apiKey": []}, {"apiKeyParameter": []}]
+    assert paths["/messages"]["post"]["security"] == [{"apiKey": []}, {"apiKeyParameter": []}]
+    assert paths["/dlr/kannel"]["post"]["security"] == [{"webhookToken": []}, {"webhookTokenParameter": []}]
+    assert paths["/healthz"]["get"]["security"] == []
+    with TestClient(create_app(settings)) as client:
+        open_paths = client.get("/openapi.json").json()["paths"]
+    assert open_paths["/messages/{id}"]["get"]["security"] == [{}]
+    assert open_paths["/dlr/generic"]["post"]["security"] == [{}]

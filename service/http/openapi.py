@@ -66,6 +66,8 @@ MESSAGE = {
         "expires_at": {"type": "string", "format": "date-time"},
         "final_at": NULL_TIME,
         "error": NULL_STR,
+        "text": NULL_STR,
+        "version": {"type": "integer", "minimum": 1},
     },
 }
 RESULT = {
@@ -149,7 +151,7 @@ def _status_filter() -> dict[str, Any]:
     return {"type": "string", "enum": ["", *(s.value for s in Status)]}
 
 
-def build(max_batch: int) -> dict[str, Any]:
+def build(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -> dict[str, Any]:
     page = {"type": "object", "properties": {"items": {"type": "array", "items": MESSAGE}, "next_cursor": NULL_STR}}
     many = {
         "type": "object",
@@ -223,6 +225,7 @@ def build(max_batch: int) -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Database reachable and schema at head", "responses": _answers({}, 503)}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
     }
+    _secure(paths, api_keys, webhook_token)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -232,12 +235,34 @@ def build(max_batch: int) -> dict[str, Any]:
         },
         "components": {
             "schemas": {"Envelope": _envelope()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "an API key (DLR_API_KEYS)"},
+                "apiKeyParameter": {"type": "apiKey", "in": "query", "name": "apiKey"},
+                "webhookToken": {"type": "http", "scheme": "bearer", "description": "DLR_WEBHOOK_TOKEN[_<DIALECT>]"},
+                "webhookTokenParameter": {"type": "apiKey", "in": "query", "name": "token"},
+            },
         },
         "paths": paths,
     }
 
 
+OPERATIONAL = ("/healthz", "/readyz", "/metrics")
+
+
+def _secure(paths: dict[str, Any], api_keys: bool, webhook_token: bool) -> None:
+    """Each operation's credentials, as this service is configured: an API key (bearer or `apiKey=`) for the
+    API, the webhook token (bearer or `token=`) for `/dlr/*`, nothing for the operational endpoints. Where
+    none is configured the operation is open (`{}`): the document says what this deployment asks for."""
+    api: list[dict[str, list[str]]] = [{"apiKey": []}, {"apiKeyParameter": []}] if api_keys else [{}]
+    ingest: list[dict[str, list[str]]] = (
+        [{"webhookToken": []}, {"webhookTokenParameter": []}] if webhook_token else [{}]
+    )
+    for path, item in paths.items():
+        security = [] if path in OPERATIONAL else ingest if path.startswith("/dlr/") else api
+        for operation in item.values():
+            operation["security"] = security
+
+
 @cache
-def spec(max_batch: int) -> bytes:
-    return json.dumps(build(max_batch), separators=(",", ":")).encode()
+def spec(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -> bytes:
+    return json.dumps(build(max_batch, api_keys, webhook_token), separators=(",", ":")).encode()

@@ -53,4 +53,8 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(spec(request.app.state.services.settings.max_batch), media_type="application/json")
+    settings = request.app.state.services.settings
+    # Per-dialect tokens count too: /dlr/* then asks for a token, from some senders at least.
+    token = settings.webhook_token is not None or bool(settings.webhook_tokens)
+    body = spec(settings.max_batch, bool(settings.api_keys), token)
+    return Response(body, media_type="application/json")
