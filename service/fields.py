@@ -130,7 +130,8 @@ def timestamp(value: Any) -> datetime | None:
 def _in_range(moment: datetime) -> datetime:
     if not MIN_TIME <= moment < MAX_TIME:
         raise FieldError("must be between 2000 and 2100")
-    return moment
+    # In UTC from here on: the same instant, and PostgreSQL takes no offset past 15:59 (-20:00 is valid ISO).
+    return moment.astimezone(UTC)
 
 
 def word(value: Any, vocabulary: Mapping[str, T]) -> T:

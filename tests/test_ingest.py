@@ -245,7 +245,8 @@ def test_head_never_stores_a_report(client: TestClient, db: str) -> None:
 
 
 def test_oversized_batch_is_refused_before_it_is_parsed(settings, db: str) -> None:  # type: ignore[no-untyped-def]
-    """A batch past DLR_MAX_BATCH is code 12 whatever its items look like, and is not quarantined."""
+    """A batch past DLR_MAX_BATCH is code 12 whatever its items look like (none is read), and is
+    quarantined whole, as every refused payload is."""
     from dataclasses import replace
 
     from service.app import create_app
@@ -254,7 +255,7 @@ def test_oversized_batch_is_refused_before_it_is_parsed(settings, db: str) -> No
         response = client.post("/dlr/generic", json=[{}] * 6)
         assert (response.status_code, response.json()["code"]) == (400, 12)
         assert response.json()["data"] == {"batch": "6 items; at most 5"}
-    assert fetch(db, "SELECT count(*) AS n FROM quarantine")[0]["n"] == 0
+    assert fetch(db, "SELECT count(*) AS n FROM quarantine")[0]["n"] == 1
 
 
 def test_a_report_for_an_unknown_id_that_says_new_is_kept(client: TestClient) -> None:

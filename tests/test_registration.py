@@ -117,3 +117,14 @@ def test_delivery_time_runs_from_sending_to_the_operators_time_in_stats_and_metr
     stats = client.get("/campaigns/timing").json()["data"]
     assert stats["by_status"]["DELIVRD"] == 2
     assert stats["delivery_seconds"] == {"p50": 10.0, "p90": 10.0, "p99": 10.0}
+
+
+def test_times_with_any_offset_are_kept_as_the_same_instant(client: TestClient) -> None:
+    """ISO-8601 allows offsets PostgreSQL does not (-20:00): such a time is the same instant in UTC, in a
+    registration, a report and a listing's filter, never a 500."""
+    assert client.post("/messages", json={"id": "far", "sent_at": "2026-01-01T00:00:00-20:00"}).json()["code"] == 0
+    assert message(client, "far")["sent_at"] == "2026-01-01T20:00:00+00:00"
+    report = {"id": "far", "status": "DELIVRD", "time": "2026-01-01T21:00:00-23:59"}
+    assert client.post("/dlr/generic", json=report).json()["data"]["applied"] is True
+    listed = client.get("/messages", params={"since": "2026-01-01T00:00:00-20:00"})
+    assert (listed.status_code, [m["id"] for m in listed.json()["data"]["items"]]) == (200, ["far"])
