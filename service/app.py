@@ -27,7 +27,8 @@ from service import database, logs, metrics, store
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
-from service.http import campaigns, ingest, messages, ops, quarantine
+from service.feed import ChangeSignal
+from service.http import campaigns, events, ingest, messages, ops, quarantine
 from service.http.envelope import http_error, service_error, unexpected_error
 from service.services import Services
 from service.sweeper import ExpirySweeper
@@ -168,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        changes = ChangeSignal()
         writer = ReportWriter(
             pool,
             lifetime=settings.lifetime,
@@ -175,6 +177,7 @@ def create_app(settings: Settings) -> Starlette:
             batching=settings.group_commit,
             max_batch=settings.max_batch,
             writers=settings.writers,
+            changes=changes,
         )
 
         async def load_campaign(campaign: str) -> dict[str, Any] | None:
@@ -187,6 +190,7 @@ def create_app(settings: Settings) -> Starlette:
             writer=writer,
             campaign_stats=CampaignStatsCache(load_campaign, settings.campaign_stats_ttl),
             schema_head=database.head_revision(),
+            changes=changes,
         )
         app.state.services = services
         _mark_draining_on_signals(services)
@@ -197,6 +201,8 @@ def create_app(settings: Settings) -> Starlette:
             batch_size=settings.sweep_batch,
             duty=settings.sweep_duty,
             timeout=settings.db_timeout,
+            event_retention=settings.event_retention,
+            changes=changes,
         )
         sweeper.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
@@ -225,6 +231,7 @@ def create_app(settings: Settings) -> Starlette:
         LastSegmentRoute("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
         Route("/campaigns/{campaign:anything}", campaigns.get_campaign, methods=["GET"]),
+        Route("/events", events.list_events, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
         Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),

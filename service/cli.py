@@ -100,6 +100,52 @@ def sweep(settings: Settings) -> None:
         print(f"  {status.value}\t{count}")
 
 
+def events(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the event feed as JSON lines, read from a running service (`DLR_URL`, else HOST:PORT) with
+    `DLR_API_KEY` when it asks for one: from the oldest event kept, or after `--after` (an event's id or a
+    next_cursor); with `--follow`, long-polling for new ones until Ctrl-C."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
+    base = (args.url or os.environ.get("DLR_URL") or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        print(f"dlr-tracker: the service URL must start with http:// or https://, got {base!r}", file=sys.stderr)
+        return 2
+    key = os.environ.get("DLR_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    wait = 30 if args.follow else 0
+    after = args.after
+    try:
+        while True:
+            query = {"limit": "1000", "wait": str(wait)}
+            query |= {"after": after} if after else {}
+            query |= {"campaign": args.campaign} if args.campaign else {}
+            query |= {"final": "true"} if args.final else {}
+            # S310: the scheme was checked above (http or https only).
+            request = urllib.request.Request(f"{base}/events?{urlencode(query)}", headers=headers)  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=wait + 30) as response:  # noqa: S310
+                    page = json.load(response)["data"]
+            except urllib.error.HTTPError as exc:
+                answer = json.loads(exc.read() or b"{}")
+                print(f"dlr-tracker: {exc.code} {answer.get('message', exc.reason)}", file=sys.stderr)
+                return 1
+            except (urllib.error.URLError, OSError) as exc:
+                print(f"dlr-tracker: cannot read {base}/events: {exc}", file=sys.stderr)
+                return 1
+            for item in page["items"]:
+                print(json.dumps(item, ensure_ascii=False, separators=(",", ":")), flush=True)
+            after = page["next_cursor"]
+            if not page["items"] and not args.follow:
+                return 0
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C: every line printed so far is whole; resume with --after the last id
+    except BrokenPipeError:
+        return 0  # the reader went away (| head)
+
+
 COMMANDS = {"serve": serve, "migrate": migrate, "sweep": sweep}
 
 
@@ -109,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="apply migrations, then serve HTTP on HOST:PORT")
     sub.add_parser("migrate", help="bring the database schema to the latest revision")
     sub.add_parser("sweep", help="run one expiry sweep pass and print what it resolved, by outcome")
+    feed = sub.add_parser("events", help="print the event feed of a running service as JSON lines")
+    feed.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C ends)")
+    feed.add_argument("--after", help="start after this event id or cursor (default: the oldest kept)")
+    feed.add_argument("--campaign", help="only this campaign's events")
+    feed.add_argument("--final", action="store_true", help="only events that made a message final")
+    feed.add_argument("--url", help="the service's base URL (default: DLR_URL, else http://HOST:PORT)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -116,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlr-tracker: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if args.command == "events":
+        return events(settings, args)
     try:
         COMMANDS[args.command](settings)
     except DataDirInUse as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,18 @@ def _is_whsec(secret: str) -> bool:
         return bool(base64.b64decode(secret.removeprefix("whsec_"), validate=True))
     except (binascii.Error, ValueError):
         return False
+
+
+_DURATION = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """`90`, `90s`, `15m`, `2h`, `7d` -> seconds; None for anything else."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 class SettingsError(ValueError):
@@ -84,6 +97,7 @@ class Settings:
     group_commit: bool = True
     campaign_stats_ttl: float = 5.0
     writers: int = 2
+    event_retention: float = 7 * 86400.0  # seconds the event feed keeps an event
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -110,6 +124,15 @@ class Settings:
             if not low <= value <= high:
                 raise SettingsError(f"{name} must be between {low} and {high}, got {raw!r}")
             return value
+
+        def duration(name: str, default: str, low: float) -> float:
+            raw = text(name) or default
+            seconds = parse_duration(raw)
+            if seconds is None:
+                raise SettingsError(f"{name} must be a duration: seconds, or a number with s, m, h or d, got {raw!r}")
+            if seconds < low:
+                raise SettingsError(f"{name} must be at least {low:g} seconds, got {raw!r}")
+            return seconds
 
         def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
             value = (text(name) or default).lower()
@@ -172,6 +195,7 @@ class Settings:
             group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
+            event_retention=duration("DLR_EVENT_RETENTION", "7d", 60),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -109,3 +109,19 @@ DB_ERRORS = Counter(
 AUTH_FAILURES = Counter(
     "dlr_auth_failures_total", "Requests refused for missing or wrong credentials, by kind", ["kind"]
 )  # kind: webhook, api_key
+EVENTS = Counter(
+    "dlr_events_total",
+    "Change events committed to the event feed, by source (a dialect, sweep, registration)",
+    ["source"],
+)
+EVENT_READ_SECONDS = Histogram(
+    "dlr_event_feed_read_seconds",
+    "Time to answer GET /events, long-poll waits left out",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+EVENT_OLDEST_AGE = Gauge(
+    "dlr_event_feed_oldest_age_seconds",
+    "Age of the oldest event the feed keeps, as of the last sweep pass",
+    multiprocess_mode="max",
+)
+EVENTS_PRUNED = Counter("dlr_events_pruned_total", "Events deleted from the feed past DLR_EVENT_RETENTION")

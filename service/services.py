@@ -8,6 +8,7 @@ import asyncpg
 
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
+from service.feed import ChangeSignal
 from service.writer import ReportWriter
 
 
@@ -18,5 +19,6 @@ class Services:
     writer: ReportWriter
     campaign_stats: CampaignStatsCache
     schema_head: str  # the migration revision this code expects
+    changes: ChangeSignal  # wakes this process's long-polling feed readers when it commits a change
     draining: bool = False  # a stop signal arrived: not ready, but still finishing requests
     shutting_down: bool = False  # the requests are done: the pool is closing

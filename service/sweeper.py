@@ -12,14 +12,16 @@ import logging
 import random
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from service import metrics, store
 from service.errors import is_unavailable
+from service.feed import ChangeSignal
 from service.statuses import Status
+from service.store import events as feed
 from service.writer import count_change
 
 logger = logging.getLogger("dlr_tracker.sweeper")
@@ -35,6 +37,8 @@ class ExpirySweeper:
         timeout: float,
         duty: float = 0.5,
         lanes: int = 2,
+        event_retention: float | None = None,
+        changes: ChangeSignal | None = None,
     ) -> None:
         self._pool = pool
         # The share of time a pass may spend sweeping: after a batch that took t seconds it rests
@@ -46,6 +50,8 @@ class ExpirySweeper:
         # Batches in flight at once, each on its own connection: while PostgreSQL resolves one, this process
         # turns the previous one's rows into change events. SKIP LOCKED keeps the lanes on different rows.
         self._lanes = lanes
+        self._event_retention = event_retention
+        self._changes = changes
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -55,10 +61,26 @@ class ExpirySweeper:
         started = time.perf_counter()
         now = datetime.now(UTC)
         await asyncio.gather(*(self._lane(now, resolved) for _ in range(self._lanes)))
+        if self._event_retention is not None:
+            await self._prune_events(now - timedelta(seconds=self._event_retention))
         async with self._pool.acquire(timeout=self._timeout) as conn:
             metrics.OPEN_MESSAGES.set(await store.count_open(conn))
+            oldest = await feed.oldest_time(conn)
+        metrics.EVENT_OLDEST_AGE.set(0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
         return resolved
+
+    async def _prune_events(self, before: datetime) -> None:
+        """Delete the feed's events past their retention in small steps, resting like the sweep does."""
+        while not self._stop.is_set():
+            step_started = time.perf_counter()
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                pruned = await feed.prune(conn, before, self._batch_size)
+            metrics.EVENTS_PRUNED.inc(pruned)
+            if pruned < self._batch_size:
+                return
+            if self._rest:
+                await asyncio.sleep((time.perf_counter() - step_started) * self._rest)
 
     async def _lane(self, now: datetime, resolved: Counter[Status]) -> None:
         while not self._stop.is_set():
@@ -72,6 +94,8 @@ class ExpirySweeper:
                 count_change(counts, event)
             for (metric, *labels), n in counts.items():
                 metrics.child(metric, *labels).inc(n)
+            if events and self._changes is not None:
+                self._changes.notify()
             if len(events) < self._batch_size:
                 return
             if self._rest:

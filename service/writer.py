@@ -21,6 +21,7 @@ import asyncpg
 
 from service import metrics, store
 from service.errors import ShuttingDown, Unavailable, database_errors
+from service.feed import ChangeSignal
 from service.ledger import SWEEP, ChangeEvent, ReportDecision
 from service.reports import IncomingReport
 from service.statuses import Status
@@ -48,6 +49,7 @@ class ReportWriter:
         batching: bool = True,
         max_batch: int = 1000,
         writers: int = 2,
+        changes: ChangeSignal | None = None,
     ) -> None:
         self._pool = pool
         self._lifetime = lifetime
@@ -55,6 +57,7 @@ class ReportWriter:
         self._batching = batching
         self._max_batch = max_batch
         self._writers = writers
+        self._changes = changes
         self._queue: deque[_Waiting] = deque()
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,6 +162,8 @@ class ReportWriter:
             return False
         # Committed: only now may anyone be told so.
         record(decisions)
+        if self._changes is not None:
+            self._changes.notify()
         start = 0
         for waiting in batch:
             end = start + len(waiting.reports)
@@ -200,6 +205,7 @@ def record(decisions: Sequence[ReportDecision]) -> None:
 
 def count_change(counts: Counter[tuple[Any, ...]], change: ChangeEvent) -> None:
     """A committed change's metrics: its status transition, and its delivery time when a report delivered it."""
+    counts[metrics.EVENTS, change.source] += 1
     before = change.previous_status or Status.NEW
     if change.status is not before:
         counts[metrics.TRANSITIONS, before, change.status] += 1

@@ -11,13 +11,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import fields, store
+from service import fields, metrics, store
 from service.auth import require_api_key
 from service.errors import BadPayload, LimitExceeded, MissingFields, NotFound, RefusedPayload, database_errors
 from service.http import views
 from service.http.envelope import batch_answer, ok
 from service.http.requests import page_limit, read_body, read_query, state
-from service.ledger import RegistrationDecision
+from service.ledger import REGISTRATION, RegistrationDecision
 from service.payloads import JSON, RequestParts, decode_request, media_type, unsupported_content_type
 from service.reports import Registration
 from service.services import Services
@@ -60,6 +60,10 @@ async def register(request: Request) -> Response:
     if valid:
         async with database_errors("register"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             results = await store.register_messages(conn, valid, lifetime=app.settings.lifetime)
+        created = sum(1 for r in results if r.created)
+        if created:  # each creation is a change event on the feed
+            metrics.EVENTS.labels(REGISTRATION).inc(created)
+            app.changes.notify()
     answers = iter(results)
     if not batch:
         if not isinstance(parsed[0], Registration):

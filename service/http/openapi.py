@@ -147,6 +147,26 @@ def _registration(max_batch: int) -> dict[str, Any]:
 LIMIT = {"type": "string", "pattern": "^(0*([1-9][0-9]{0,2}|1000))?$"}
 
 
+# Seconds a long poll may wait: 0..30, as http/events._wait reads them.
+WAIT = "^((30(\\.0{1,5})?)|([12]?[0-9](\\.[0-9]{1,5})?))?$"
+EVENT = {
+    "type": "object",
+    "required": ["id", "type", "timestamp", "data"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "message.status_changed"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "data": {
+            "allOf": [MESSAGE],
+            "properties": {
+                "previous_status": {"anyOf": [STATUS, {"type": "null"}]},
+                "source": {"type": "string"},
+            },
+        },
+    },
+}
+
+
 def _status_filter() -> dict[str, Any]:
     return {"type": "string", "enum": ["", *(s.value for s in Status)]}
 
@@ -201,6 +221,31 @@ def build(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -
                 "summary": "Campaign statistics",
                 "parameters": [_param("campaign", "path", True)],
                 "responses": _answers({}, 401, 404, 503),
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "Every committed change of a message, gap-free, in commit order (long-poll with wait)",
+                "parameters": [
+                    # An event's id or a next_cursor as handed out, or `latest`.
+                    _param("after", schema={"type": "string", "pattern": "^(latest|[0-9]{1,18}-[0-9]{1,18})?$"}),
+                    _param("limit", schema=LIMIT),
+                    _param("campaign", schema=schemas.text(fields.MAX_TEXT, True)),
+                    _param("final", schema={"type": "string", "enum": ["", "true", "false"]}),
+                    _param("wait", schema={"type": "string", "pattern": WAIT}),
+                ],
+                "responses": _answers(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "items": {"type": "array", "items": EVENT},
+                            "next_cursor": {"type": "string"},
+                        },
+                    },
+                    400,
+                    401,
+                    503,
+                ),
             }
         },
         "/quarantine": {

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from service.ledger import MessageRecord
+from service.store.events import FeedEvent
 
 
 def message(record: MessageRecord) -> dict[str, Any]:
@@ -32,6 +33,15 @@ def message(record: MessageRecord) -> dict[str, Any]:
         "text": record.text,
         "version": record.version,
     }
+
+
+def event(e: FeedEvent) -> dict[str, Any]:
+    """A change as the event feed serves it: the message as it was after the change, with the status before
+    it, its source and the message's version; the event's id is also a cursor to resume after it."""
+    data = message(e.message)
+    data["previous_status"] = e.previous_status
+    data["source"] = e.source
+    return {"id": str(e.cursor), "type": "message.status_changed", "timestamp": e.at, "data": data}
 
 
 def history_event(record: asyncpg.Record) -> dict[str, Any]:

@@ -105,11 +105,19 @@ _SENDER_EVENTS = """
     FROM json_to_recordset($4::json) AS e(source text, event_id text, message_id text, received_at timestamptz)
     RETURNING 1
 """
+# The event feed's rows: what the change was (source, previous status, when) and the message after it.
+EVENT_COLUMNS = f"source, previous_status, at, {COLUMNS}"
+_EVENTS = f"""
+    INSERT INTO events ({EVENT_COLUMNS})
+    SELECT {EVENT_COLUMNS} FROM json_to_recordset($5::json) AS e(
+        source text, previous_status text, at timestamptz, {_RECORD_TYPES})
+    RETURNING 1
+"""
 # The batch travels as JSON documents rather than dozens of typed arrays: one orjson call, where asyncpg
 # would encode every element of every array in Python.
 _WRITE_BACK = f"""
 WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({HISTORY_INSERT.format(param="$3")}),
-     kept AS ({_SENDER_EVENTS})
+     kept AS ({_SENDER_EVENTS}), fed AS ({_EVENTS})
 SELECT count(*) FROM created
 """
 
@@ -156,14 +164,27 @@ async def write_back(conn: Connection, ledger: Ledger) -> None:
     if not (ledger.created or ledger.changed or ledger.history or ledger.sender_events):
         return
     records = ledger.records
-    created = [_record_json(records[i]) for i in sorted(ledger.created)]
-    changed = [_record_json(records[i]) for i in sorted(ledger.changed - ledger.created)]
+    # Each record's row made once, by identity: a message's last change in the batch is also its row.
+    rows: dict[int, dict[str, Any]] = {}
+
+    def row(record: MessageRecord) -> dict[str, Any]:
+        found = rows.get(id(record))
+        if found is None:
+            found = rows[id(record)] = _record_json(record)
+        return found
+
+    created = [row(records[i]) for i in sorted(ledger.created)]
+    changed = [row(records[i]) for i in sorted(ledger.changed - ledger.created)]
+    events = [
+        {**row(e.message), "source": e.source, "previous_status": e.previous_status, "at": e.at} for e in ledger.events
+    ]
     inserted = await conn.fetchval(
         _WRITE_BACK,
         json_rows(changed),
         json_rows(created),
         json_rows([history_json(h) for h in ledger.history]),
         json_rows([_sender_event_json(e) for e in ledger.sender_events]),
+        json_rows(events),
     )
     if inserted != len(created):
         raise CreatedElsewhere()

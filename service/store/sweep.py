@@ -15,7 +15,7 @@ from datetime import datetime
 from service.engine import FIRST_FINAL_SEGMENT, MESSAGE_EXPIRY, SEGMENT_EXPIRY, WITHOUT_SEGMENT_DETAIL
 from service.ledger import SWEEP, ChangeEvent, sweep_change
 from service.statuses import FINAL, Status
-from service.store.messages import COLUMN_TYPES, Connection, record_from_row
+from service.store.messages import COLUMN_TYPES, COLUMNS, EVENT_COLUMNS, Connection, record_from_row
 
 
 def _literal(status: Status) -> str:
@@ -66,6 +66,10 @@ RETURNING {_RETURNED}, due.status AS previous_status, due.segment_statuses AS pr
     -- Ledger.sweep_history's row, written here to spare a round trip per batch (the tests compare them).
     INSERT INTO history (message_id, status, received_at, source, applied)
     SELECT id, status, $1, '{SWEEP}', true FROM resolved
+), fed AS (
+    -- The change event's row in the feed, as write_back writes a report's (the tests compare them).
+    INSERT INTO events ({EVENT_COLUMNS})
+    SELECT '{SWEEP}', previous_status, $1, {COLUMNS} FROM resolved
 )
 SELECT * FROM resolved
 """

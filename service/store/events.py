@@ -1,0 +1,155 @@
+"""The event feed's SQL: reading it gap-free, and pruning it.
+
+Rows are written by the write-back of the change that makes them (store/messages.py, store/sweep.py), in
+the same statement. A reader is served only rows whose writing transaction (`tx`) is below the oldest one
+still running, in (tx, position) order: every row it has not been given yet sorts after its cursor, whatever
+order the writers commit in (migrations/versions/0006_event_feed.py says why `position` alone is not enough).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import NamedTuple
+
+from service.ledger import MessageRecord
+from service.statuses import Status
+from service.store.messages import EVENT_COLUMNS, Connection, record_from_row
+
+_CURSOR = re.compile(r"^([0-9]{1,20})-([0-9]{1,19})$")
+_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
+
+
+class Cursor(NamedTuple):
+    """A place in the feed: the writing transaction and the position of the last event served."""
+
+    tx: int
+    position: int
+
+    def __str__(self) -> str:
+        return f"{self.tx}-{self.position}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor | None:
+        """The cursor `str()` wrote, or None for anything else."""
+        match = _CURSOR.match(text)
+        if match is None:
+            return None
+        tx, position = int(match.group(1)), int(match.group(2))
+        if tx >= 2**63 or position >= 2**63:
+            return None
+        return cls(tx, position)
+
+
+class FeedEvent(NamedTuple):
+    """One stored event: where it stands in the feed, and the change it records."""
+
+    cursor: Cursor  # also the event's id: the same event always has the same one
+    message: MessageRecord  # as it was after the change
+    previous_status: Status | None
+    source: str
+    at: datetime
+
+
+class Page(NamedTuple):
+    events: list[FeedEvent]
+    next_cursor: Cursor
+
+
+class CursorExpired(Exception):
+    """The cursor is older than the oldest event kept: what came between is gone."""
+
+    def __init__(self, oldest: Cursor) -> None:
+        super().__init__(f"events before {oldest} are no longer kept")
+        self.oldest = oldest
+
+
+_HORIZON = "SELECT tx::text AS tx, position FROM event_horizon"
+_PRESENT = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+
+
+async def oldest(conn: Connection) -> Cursor:
+    """Where the feed starts: everything before this was pruned."""
+    row = await conn.fetchrow(_HORIZON)
+    return Cursor(int(row["tx"]), row["position"])
+
+
+async def present(conn: Connection) -> Cursor:
+    """A cursor before every event not yet committed (`after=latest`). Events of transactions that were
+    running when it was taken sort after it, so none is skipped; a few committed just before may follow."""
+    return Cursor(int(await conn.fetchval(_PRESENT)), 0)
+
+
+async def read_page(
+    conn: Connection,
+    after: Cursor,
+    limit: int,
+    *,
+    campaign: str | None = None,
+    final: bool | None = None,
+) -> Page:
+    """Up to `limit` events after `after`, in feed order, among those every reader can already see."""
+    horizon = await oldest(conn)
+    if after < horizon:
+        raise CursorExpired(horizon)
+    clauses = ["(tx, position) > ($1::text::xid8, $2::bigint)", "tx < pg_snapshot_xmin(pg_current_snapshot())"]
+    args: list[object] = [str(after.tx), after.position]
+    if campaign is not None:
+        args.append(campaign)
+        clauses.append(f"campaign = ${len(args)}")
+    if final is not None:
+        clauses.append("final_at IS NOT NULL" if final else "final_at IS NULL")
+    args.append(limit)
+    rows = await conn.fetch(
+        f"""
+        SELECT tx::text AS tx, position, {EVENT_COLUMNS} FROM events
+        WHERE {" AND ".join(clauses)}
+        ORDER BY tx, position
+        LIMIT ${len(args)}
+        """,
+        *args,
+    )
+    events = [
+        FeedEvent(
+            Cursor(int(row[0]), row[1]),
+            record_from_row(row[5:]),
+            None if row[3] is None else _STATUS_BY_VALUE[row[3]],
+            row[2],
+            row[4],
+        )
+        for row in rows
+    ]
+    return Page(events, events[-1].cursor if events else after)
+
+
+async def prune(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` events older than `before`, oldest in feed order first, and move the horizon past
+    them. SKIP LOCKED: replicas pruning at once take different rows."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH doomed AS (
+                SELECT tx, position FROM events WHERE at < $1
+                ORDER BY tx, position LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM events AS e USING doomed AS d
+                WHERE e.tx = d.tx AND e.position = d.position
+                RETURNING e.tx, e.position
+            ), last AS (
+                SELECT tx, position FROM gone ORDER BY tx DESC, position DESC LIMIT 1
+            ), moved AS (
+                UPDATE event_horizon AS h SET tx = last.tx, position = last.position
+                FROM last WHERE (last.tx, last.position) > (h.tx, h.position)
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )
+
+
+async def oldest_time(conn: Connection) -> datetime | None:
+    """When the oldest event kept was made."""
+    return await conn.fetchval("SELECT min(at) FROM events")
