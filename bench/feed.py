@@ -67,9 +67,9 @@ class Follower(threading.Thread):
         with httpx2.Client(timeout=30) as client:
             while True:
                 wait = 0 if self.stop.is_set() else 5
-                data = client.get(
-                    f"{self.url}/events", params={"after": cursor, "limit": 1000, "wait": wait}
-                ).json()["data"]
+                data = client.get(f"{self.url}/events", params={"after": cursor, "limit": 1000, "wait": wait}).json()[
+                    "data"
+                ]
                 now = datetime.now(UTC)
                 for e in data["items"]:
                     self.ids.add(e["id"])

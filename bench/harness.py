@@ -41,8 +41,8 @@ def database_server() -> Iterator[str]:
         yield dsn
 
 
-def fresh_database(server: str) -> str:
-    """A new, migrated database on the server (left in place: inspect it afterwards if you like)."""
+def fresh_database(server: str, migrated: bool = True) -> str:
+    """A new database on the server, migrated unless told not to (left in place: inspect it afterwards)."""
     name = f"dlr_bench_{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
@@ -54,7 +54,8 @@ def fresh_database(server: str) -> str:
 
     asyncio.run(create())
     dsn = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    database.migrate(dsn)
+    if migrated:
+        database.migrate(dsn)
     return dsn
 
 

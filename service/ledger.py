@@ -443,19 +443,6 @@ class Ledger:
         return event
 
 
-_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
-
-
-def sweep_change(after: MessageRecord, previous: str, previous_segments: Iterable[str], now: datetime) -> ChangeEvent:
-    """The change event of a resolution the sweep's SQL made, as `Ledger.expire` would have made it."""
-    moved = tuple(
-        (n, _STATUS_BY_VALUE[old], new)
-        for n, (old, new) in enumerate(zip(previous_segments, after.state.segments, strict=True), 1)
-        if old != new
-    )
-    return ChangeEvent(after, _STATUS_BY_VALUE[previous], SWEEP, moved, now)
-
-
 def sweep_history(change: ChangeEvent) -> HistoryEntry:
     """A sweep resolution's history row: the status it was resolved to, when, by the sweep."""
     return HistoryEntry(change.message_id, change.status, change.at, SWEEP, True)

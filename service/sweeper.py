@@ -13,16 +13,15 @@ import random
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 
 from service import metrics, store
 from service.errors import is_unavailable
 from service.feed import ChangeSignal
+from service.ledger import SWEEP
 from service.statuses import Status
 from service.store import events as feed
-from service.writer import count_change
 
 logger = logging.getLogger("dlr_tracker.sweeper")
 
@@ -36,7 +35,6 @@ class ExpirySweeper:
         batch_size: int,
         timeout: float,
         duty: float = 0.5,
-        lanes: int = 2,
         event_retention: float | None = None,
         changes: ChangeSignal | None = None,
     ) -> None:
@@ -47,9 +45,6 @@ class ExpirySweeper:
         self._interval = interval
         self._batch_size = batch_size
         self._timeout = timeout
-        # Batches in flight at once, each on its own connection: while PostgreSQL resolves one, this process
-        # turns the previous one's rows into change events. SKIP LOCKED keeps the lanes on different rows.
-        self._lanes = lanes
         self._event_retention = event_retention
         self._changes = changes
         self._stop = asyncio.Event()
@@ -60,7 +55,21 @@ class ExpirySweeper:
         resolved: Counter[Status] = Counter()
         started = time.perf_counter()
         now = datetime.now(UTC)
-        await asyncio.gather(*(self._lane(now, resolved) for _ in range(self._lanes)))
+        while not self._stop.is_set():
+            batch_started = time.perf_counter()
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                batch = await store.sweep_batch(conn, now, self._batch_size)
+            for previous, status, count in batch:
+                resolved[status] += count
+                metrics.child(metrics.SWEEP_RESOLVED, status).inc(count)
+                metrics.child(metrics.TRANSITIONS, previous, status).inc(count)
+                metrics.child(metrics.EVENTS, SWEEP).inc(count)  # each resolution is a change event
+            if batch and self._changes is not None:
+                self._changes.notify()
+            if sum(r.n for r in batch) < self._batch_size:
+                break
+            if self._rest:
+                await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)
         if self._event_retention is not None:
             await self._prune_events(now - timedelta(seconds=self._event_retention))
         async with self._pool.acquire(timeout=self._timeout) as conn:
@@ -81,25 +90,6 @@ class ExpirySweeper:
                 return
             if self._rest:
                 await asyncio.sleep((time.perf_counter() - step_started) * self._rest)
-
-    async def _lane(self, now: datetime, resolved: Counter[Status]) -> None:
-        while not self._stop.is_set():
-            batch_started = time.perf_counter()
-            async with self._pool.acquire(timeout=self._timeout) as conn:
-                events = await store.sweep_batch(conn, now, self._batch_size)
-            counts: Counter[tuple[Any, ...]] = Counter()
-            for event in events:
-                resolved[event.status] += 1
-                counts[metrics.SWEEP_RESOLVED, event.status] += 1
-                count_change(counts, event)
-            for (metric, *labels), n in counts.items():
-                metrics.child(metric, *labels).inc(n)
-            if events and self._changes is not None:
-                self._changes.notify()
-            if len(events) < self._batch_size:
-                return
-            if self._rest:
-                await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)
 
     async def run_forever(self) -> None:
         while not self._stop.is_set():

@@ -208,41 +208,50 @@ def test_sweep_command_agrees_with_the_engine_on_every_open_state(client: TestCl
     assert {r["id"]: (r["status"], list(r["segment_statuses"])) for r in rows} == expected
 
 
-def test_the_generated_sweep_statement_makes_the_ledgers_change_events(client: TestClient, db: str) -> None:
+def test_the_generated_sweep_statement_makes_the_ledgers_changes(client: TestClient, db: str) -> None:
     """The sweep's SQL is generated from the engine's expiry tables; for every open state of 1-3 segments
-    (with and without a message-level PDLIVRD) it yields exactly the change event `Ledger.expire` makes from
-    the stored message -- statuses, segment times, final time, version, the segments that moved -- and
-    writes the same history row."""
+    (with and without a message-level PDLIVRD) it leaves each message exactly as the change `Ledger.expire`
+    makes from the stored message -- statuses, segment times, final time, version -- writes the same history
+    row, and counts the same transitions."""
     import asyncio
+    from collections import Counter
     from datetime import UTC, datetime
 
     import asyncpg
 
     from service.ledger import Ledger
     from service.store import sweep_batch
-    from service.store.messages import COLUMNS, record_from_row
+    from service.store.messages import COLUMNS, EVENT_COLUMNS, record_from_row
 
     seed_every_open_state(client)
     now = datetime.now(UTC)
 
-    async def run() -> tuple[Ledger, list[object], list[asyncpg.Record]]:
+    async def run() -> tuple[Ledger, list[object], list[asyncpg.Record], list[asyncpg.Record], list[asyncpg.Record]]:
         conn = await asyncpg.connect(db)
         try:
             rows = await conn.fetch(f"SELECT {COLUMNS} FROM messages WHERE final_at IS NULL")
             ledger = Ledger({r["id"]: record_from_row(r) for r in rows}, lifetime=0)
-            events = await sweep_batch(conn, now, len(rows) + 1)
+            counts = await sweep_batch(conn, now, len(rows) + 1)
+            after = await conn.fetch(f"SELECT {COLUMNS} FROM messages WHERE id = ANY($1::text[])", list(ledger.records))
             history = await conn.fetch(
                 "SELECT message_id, status, received_at, source, applied FROM history WHERE source = 'sweep'"
             )
-            return ledger, events, history
+            fed = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE source = 'sweep'")
+            return ledger, counts, after, history, fed
         finally:
             await conn.close()
 
-    ledger, events, history = asyncio.run(run())
-    expected = {i: ledger.expire(i, now) for i in sorted(ledger.records)}
-    assert len(expected) > 100
-    assert {e.message_id: e for e in events} == expected  # type: ignore[attr-defined]
+    ledger, counts, after, history, fed = asyncio.run(run())
+    changes = {i: ledger.expire(i, now) for i in sorted(ledger.records)}
+    assert len(changes) > 100
+    assert {r["id"]: record_from_row(r) for r in after} == {i: c.message for i, c in changes.items() if c}
     assert sorted(tuple(h) for h in history) == sorted(
         (h.message_id, h.status.value, h.received_at, h.source, h.applied)  # type: ignore[union-attr]
         for h in ledger.history
     )
+    # The feed's rows are those change events: the message after, the status before, the source, the time.
+    assert {r["id"]: (record_from_row(r[3:]), r["previous_status"], r["source"], r["at"]) for r in fed} == {
+        i: (c.message, c.previous_status, c.source, c.at) for i, c in changes.items() if c
+    }
+    expected = Counter((c.previous_status, c.status) for c in changes.values() if c)
+    assert {(r.previous, r.status): r.n for r in counts} == expected  # type: ignore[attr-defined]

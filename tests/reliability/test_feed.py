@@ -99,7 +99,7 @@ class NaiveReader(threading.Thread):
             await conn.close()
 
 
-async def slow_writer(dsn: str, started: threading.Event, hold: float) -> None:
+async def slow_writer(dsn: str, started: asyncio.Event, hold: float) -> None:
     """A real batch through the store, committed `hold` seconds after its events took their positions."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -143,10 +143,9 @@ def test_every_change_is_read_exactly_once_under_concurrent_writers(tmp_path: Pa
         began = time.monotonic()
 
         async def traffic() -> int:
-            held = threading.Event()
+            held = asyncio.Event()
             slow = asyncio.create_task(slow_writer(dsn, held, 1.0))
-            while not held.is_set():
-                await asyncio.sleep(0.01)
+            await held.wait()
             sent = await send_all([s.url for s in services])
             await slow
             return sent
