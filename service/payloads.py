@@ -103,9 +103,16 @@ def decode_form(raw: bytes, charset: str = "utf-8") -> dict[str, Any]:
     return result
 
 
+def _given_twice(key: str) -> BadPayload:
+    # Which one would a sender mean? Keeping the last (as most decoders do) applied `id=a&id=b` to b.
+    return BadPayload({key: "given more than once: send each field once"})
+
+
 def _put(target: dict[str, Any], key: str, value: str) -> None:
     match = _PHP_KEY.match(key) if "[" in key else None
     if not match:
+        if key in target:
+            raise _given_twice(key)
         target[key] = value
         return
     path = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
@@ -122,16 +129,32 @@ def _put(target: dict[str, Any], key: str, value: str) -> None:
             node = node[-1]
             continue
         if last:
+            if part in node:
+                raise _given_twice(key)
             node[part] = value
             return
         nxt = node.get(part)
         want_list = path[i + 1] == ""
-        if nxt is None or isinstance(nxt, str):
+        if isinstance(nxt, str):  # `a=1&a[b]=2`: a field and a group of the same name
+            raise _given_twice(path[0])
+        if nxt is None:
             nxt = [] if want_list else {}
             node[part] = nxt
         elif want_list != isinstance(nxt, list):
             raise BadPayload({key: "mixes [] and [name] keys"})
         node = nxt
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: `{"id": "a", "id": "b"}` is no report of a or of b."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _given_twice(key)
+            seen.add(key)
+    return result
 
 
 def _reject_constant(name: str) -> Any:
@@ -151,7 +174,7 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise BadPayload({"body": "not valid UTF-8"}) from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_object)
     except RecursionError:
         raise BadPayload({"body": "JSON nested too deeply"}) from None
     except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit (a refusal is no ValueError)

@@ -265,3 +265,25 @@ def test_a_report_for_an_unknown_id_that_says_new_is_kept(client: TestClient) ->
     assert [h["status"] for h in client.get("/messages/n1/history").json()["data"]["items"]] == ["NEW"]
     again = client.post("/dlr/generic", json={"id": "n1", "status": "NEW"}).json()["data"]
     assert again["reason"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("id=a&id=b&status=DELIVRD", "id"),
+        ("id=a&status=DELIVRD&status=UNDELIV", "status"),
+        ("id=a&status=DELIVRD&status=DELIVRD", "status"),
+        ("id=a&status=DELIVRD&x=1&x[y]=2", "x"),
+    ],
+)
+def test_a_report_field_given_twice_is_refused_and_quarantined(
+    client: TestClient, db: str, body: str, field: str
+) -> None:
+    """`id=a&id=b` is no report of a or of b: code 1 naming the field, nothing applied, the payload kept."""
+    client.post("/messages", json=[{"id": "a"}, {"id": "b"}])
+    answer = client.post("/dlr/generic", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert (answer.status_code, answer.json()["code"], list(answer.json()["data"])) == (400, 1, [field])
+    assert {r["status"] for r in fetch(db, "SELECT status FROM messages")} == {"NEW"}
+    assert [bytes(r["body"]).decode() for r in fetch(db, "SELECT body FROM quarantine")] == [body]
+    get = client.get("/dlr/generic?" + body)
+    assert (get.status_code, get.json()["code"]) == (400, 1)
