@@ -233,7 +233,8 @@ def test_the_events_command_prints_json_lines_and_resumes(tmp_path: Any, fresh_d
         line = follow.stdout.readline()
         assert json.loads(line)["data"]["id"] == "c3"
         follow.send_signal(signal.SIGINT)
-        assert follow.wait(10) == 0
+        _rest, errors = follow.communicate(timeout=10)
+        assert follow.returncode == 0, errors
     finally:
         service.stop()
 
