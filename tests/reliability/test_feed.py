@@ -171,14 +171,12 @@ def test_every_change_is_read_exactly_once_under_concurrent_writers(tmp_path: Pa
         assert version == order.get(message_id, 0) + 1
         order[message_id] = version
     missed = expected - set(naive.seen)
-    print(
-        summary(
-            "event feed, gap-free",
-            changes=len(expected),
-            sent=sent,
-            seconds=round(took, 1),
-            feed_reader_missed=0,
-            naive_reader_missed=len(missed),
-        )
+    summary(
+        "event feed, gap-free",
+        changes=len(expected),
+        sent=sent,
+        seconds=round(took, 1),
+        feed_reader_missed=0,
+        naive_reader_missed=len(missed),
     )
     assert {m for m, _ in missed} >= {f"slow-{i}" for i in range(5)}, "the naive reader should have skipped them"
