@@ -15,12 +15,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
 from service import database
 from service.app import create_app
 from service.config import Secret, Settings
 from service.embedded import EmbeddedPostgres
+
+# No per-example deadline: hypothesis's timing check fails examples at random on a loaded 2-core machine,
+# and speed is the benchmarks' business, not the tests'.
+hypothesis_settings.register_profile("dlr-tracker", deadline=None)
+hypothesis_settings.load_profile("dlr-tracker")
 
 
 def with_database(dsn: str, name: str) -> str:
