@@ -96,6 +96,7 @@ class ReportDecision(NamedTuple):
     status: Status  # the message status after the report
     applied: bool
     reason: Reason | None
+    # The change it made: when applied, and when it created the message it names even though it was not.
     change: ChangeEvent | None = None
 
     @property
@@ -298,7 +299,10 @@ class Ledger:
             self.created.add(r.message_id)
             self.records[r.message_id] = current
         if not outcome.applied:
-            return self._recorded(ReportDecision(r, outcome.state.status, False, outcome.reason))
+            # Not applied, it still made the message it names (an unmapped status, an impossible segment):
+            # the message exists from now on, and that is a change of its own.
+            made = self._change(current, None, r.source, (), r.received_at) if creating else None
+            return self._recorded(ReportDecision(r, outcome.state.status, False, outcome.reason, made))
         after = self._take(current, outcome, r)
         change = self._change(after, None if creating else current.status, r.source, outcome.transitions, r.received_at)
         return self._recorded(ReportDecision(r, after.status, True, None, change))

@@ -155,6 +155,19 @@ def test_a_report_the_engine_finds_impossible_is_kept_as_stale() -> None:
     assert ledger.events == []
 
 
+def test_a_report_creating_a_message_is_a_change_even_when_not_applied() -> None:
+    """An unmapped status (or an impossible shape) is not applied, but the message it names exists from then
+    on: one change event, version 1, status NEW, and the report kept in the history."""
+    ledger = Ledger({}, DAY)
+    decision = ledger.apply_report(report(status=None, raw_status="UNKNOWN"))
+    assert (decision.applied, decision.reason) == (False, Reason.UNMAPPED)
+    [event] = ledger.events
+    assert (event.previous_status, event.status, event.version) == (None, Status.NEW, 1)
+    assert decision.change == event
+    assert ledger.created == {"m"}
+    assert [h.reason for h in ledger.history] == [Reason.UNMAPPED]
+
+
 def test_zero_error_codes_are_no_error() -> None:
     """`0`, `000` (sent with DELIVRD) are no error; the message keeps a real code it was given."""
     assert [no_error(c) for c in (None, "0", "000", " 0 ", "", "012", "E1")] == [None] * 5 + ["012", "E1"]
@@ -317,6 +330,7 @@ def test_the_ledger_agrees_with_a_naive_model(batch: list[IncomingReport]) -> No
     recorded = 0
     for r in batch:
         got = ledger.apply_report(r)
+        created = False
         before = states[r.message_id].status if r.message_id in states else Status.NEW  # type: ignore[attr-defined]
         if r.event_id is not None and (r.source, r.event_id) in seen:
             want: tuple[Status, bool, Reason | None] = (before, False, Reason.DUPLICATE)
@@ -329,7 +343,7 @@ def test_the_ledger_agrees_with_a_naive_model(batch: list[IncomingReport]) -> No
                 seen.add((r.source, r.event_id))
             if r.sequence is not None:
                 last[(r.message_id, r.source)] = r.sequence
-            creating = r.message_id not in states
+            creating = created = r.message_id not in states
             state = states.get(r.message_id) or new_message(1)
             try:
                 outcome = apply_report(state, r.report)  # type: ignore[arg-type]
@@ -340,10 +354,10 @@ def test_the_ledger_agrees_with_a_naive_model(batch: list[IncomingReport]) -> No
                 applied, reason = True, None
             states[r.message_id] = after
             want = (after.status, applied, reason)  # type: ignore[attr-defined]
-            if applied:
+            if applied or creating:
                 versions[r.message_id] = versions.get(r.message_id, 0) + 1
         assert (got.status, got.applied, got.reason) == want
-        assert (got.change is not None) == got.applied
+        assert (got.change is not None) == (got.applied or created)
         recorded += want[2] is not Reason.DUPLICATE
         if got.change is not None:
             assert got.change.version == versions[r.message_id]
