@@ -102,9 +102,9 @@ async def read_page(
     args.append(limit)
     rows = await conn.fetch(
         f"""
-        SELECT tx::text AS tx, position, {EVENT_COLUMNS} FROM events
+        SELECT tx::text AS tx_text, position, {EVENT_COLUMNS} FROM events
         WHERE {" AND ".join(clauses)}
-        ORDER BY tx, position
+        ORDER BY tx, position  -- the column, not its text: the primary key's order, read from the index
         LIMIT ${len(args)}
         """,
         *args,
