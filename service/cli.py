@@ -87,6 +87,7 @@ def sweep(settings: Settings) -> None:
                 batch_size=settings.sweep_batch,
                 duty=settings.sweep_duty,
                 timeout=settings.db_timeout,
+                event_retention=settings.event_retention,
             )
             return await sweeper.run_pass()
         finally:

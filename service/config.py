@@ -195,7 +195,7 @@ class Settings:
             group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
-            event_retention=duration("DLR_EVENT_RETENTION", "7d", 60),
+            event_retention=duration("DLR_EVENT_RETENTION", "7d", 1),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -247,3 +247,35 @@ def test_every_change_writes_its_event_in_the_same_transaction(client: TestClien
     versions = {r["id"]: r["version"] for r in fetch(db, "SELECT id, version FROM messages")}
     stored = fetch(db, "SELECT id, array_agg(version ORDER BY tx, position) AS v FROM events GROUP BY id")
     assert {r["id"]: list(r["v"]) for r in stored} == {i: list(range(1, n + 1)) for i, n in versions.items()}
+
+
+def test_a_sweep_pass_prunes_events_past_their_retention(client: TestClient, db: str) -> None:
+    """`DLR_EVENT_RETENTION`: each sweep pass (here `dlr-tracker sweep`) deletes older events; a reader whose
+    cursor they were is told where the feed now starts, and a reader from the start sees only what is kept."""
+    client.post("/messages", json=[{"id": "old1"}, {"id": "old2"}])
+    first = events(client, limit=1)["next_cursor"]
+    time.sleep(1.5)
+    client.post("/messages", json={"id": "young"})
+    env = {**os.environ, "DATABASE_URL": db, "DLR_EVENT_RETENTION": "1s"}
+    swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
+    assert swept.returncode == 0, swept.stderr
+    assert [e["data"]["id"] for e in everything(client)] == ["young"]
+    answer = client.get("/events", params={"after": first})
+    assert (answer.status_code, answer.json()["code"]) == (400, 12)
+    assert fetch(db, "SELECT count(*) AS n FROM events")[0]["n"] == 1
+
+
+@pytest.mark.parametrize("value", ["7", "90s", "15m", "2h", "7d", "1.5d"])
+def test_retention_durations_are_read(value: str) -> None:
+    from service.config import Settings
+
+    seconds = {"7": 7, "90s": 90, "15m": 900, "2h": 7200, "7d": 604800, "1.5d": 129600}[value]
+    assert Settings.from_env({"DLR_EVENT_RETENTION": value}, env_file=None).event_retention == seconds
+
+
+@pytest.mark.parametrize("value", ["7w", "-1d", "d", "1e3", "0.5"])
+def test_a_malformed_retention_stops_the_start_naming_the_variable(value: str) -> None:
+    from service.config import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="DLR_EVENT_RETENTION"):
+        Settings.from_env({"DLR_EVENT_RETENTION": value}, env_file=None)
