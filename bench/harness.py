@@ -1,7 +1,9 @@
 """What the benchmarks share: a database, a service process, and wrk driving load at it.
 
 `BENCH_DATABASE_URL` points the benchmarks at a server of your own (a role that may create
-databases); otherwise they start the embedded one in a temporary directory.
+databases); `BENCH_POSTGRES=15` starts a stock PostgreSQL 15 from Debian's `postgresql-15` package with its
+default settings (what a new user's own server looks like); otherwise they start the embedded one, in a
+temporary directory either way.
 """
 
 from __future__ import annotations
@@ -37,8 +39,75 @@ def database_server() -> Iterator[str]:
     if url:
         yield url
         return
+    version = os.environ.get("BENCH_POSTGRES")
+    if version:
+        with stock_postgres(version) as dsn:
+            yield dsn
+        return
     with tempfile.TemporaryDirectory(prefix="dlr-bench-") as tmp, EmbeddedPostgres(Path(tmp)) as dsn:
         yield dsn
+
+
+@contextlib.contextmanager
+def stock_postgres(version: str) -> Iterator[str]:
+    """Debian's PostgreSQL `version` with initdb's defaults, on a free loopback port, as .ci/run starts it."""
+    binaries = Path(f"/usr/lib/postgresql/{version}/bin")
+    if not (binaries / "postgres").exists():
+        raise SystemExit(f"{binaries}/postgres is missing: apt-get install postgresql-{version}")
+    port = free_port()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # it refuses to run as root
+    with tempfile.TemporaryDirectory(prefix="dlr-bench-pg-") as tmp:
+        if as_postgres:
+            shutil.chown(tmp, "postgres")
+        data = Path(tmp) / "data"
+        subprocess.run([*as_postgres, binaries / "initdb", "-D", data, "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)  # fmt: skip
+        options = f"-h 127.0.0.1 -p {port} -k {tmp}"
+        subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-l", Path(tmp) / "log", "-w", "-o", options,
+                        "start"], check=True, capture_output=True)  # fmt: skip
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run([*as_postgres, binaries / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+                           check=False, capture_output=True)  # fmt: skip
+
+
+class ServerCost:
+    """PostgreSQL's own cost of a stretch of work: WAL bytes (pg_stat_wal), commits (pg_stat_database) and
+    the CPU time of the server's processes (those still running at the end: the service's pooled sessions
+    among them)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._start = self._sample()
+
+    async def _counters(self) -> tuple[int, int, str]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            wal = int(await conn.fetchval("SELECT wal_bytes FROM pg_stat_wal"))
+            commits = int(await conn.fetchval("SELECT sum(xact_commit) FROM pg_stat_database"))
+            return wal, commits, str(await conn.fetchval("SHOW data_directory"))
+        finally:
+            await conn.close()
+
+    def _sample(self) -> tuple[int, int, float]:
+        import psutil
+
+        wal, commits, data_dir = asyncio.run(self._counters())
+        pid = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+        server = psutil.Process(pid)
+        cpu = 0.0
+        for process in [server, *server.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                cpu += times.user + times.system
+        return wal, commits, cpu
+
+    def per(self, reports: int) -> tuple[float, float, float]:
+        """(WAL bytes, commits, server CPU microseconds) per report since this was made."""
+        wal, commits, cpu = self._sample()
+        n = max(1, reports)
+        return (wal - self._start[0]) / n, (commits - self._start[1]) / n, 1e6 * (cpu - self._start[2]) / n
 
 
 def fresh_database(server: str, migrated: bool = True) -> str:

@@ -27,7 +27,16 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.harness import Service, WrkResult, database_server, fresh_database, parse_wrk, table, wrk_command
+from bench.harness import (
+    ServerCost,
+    Service,
+    WrkResult,
+    database_server,
+    fresh_database,
+    parse_wrk,
+    table,
+    wrk_command,
+)
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "ingest_realistic.lua"
@@ -40,6 +49,7 @@ class Measured:
     rss_mb: float
     acked: int
     stored: int | None
+    cost: tuple[float, float, float] | None = None  # PostgreSQL's WAL bytes, commits, CPU us per report
 
     @property
     def median(self) -> WrkResult:
@@ -67,17 +77,19 @@ def measure(name: str, service: Service, dsn: str | None, args: argparse.Namespa
     try:
         run_load(service.url, 2, args.connections)  # warm-up: connections, caches, plans
         before = asyncio.run(stored_reports(dsn, table)) if dsn is not None else 0
+        server = ServerCost(dsn) if dsn is not None else None
         runs, acked = [], 0
         for _ in range(args.runs):
             result, ok = run_load(service.url, args.seconds, args.connections)
             runs.append(result)
             acked += ok
+        cost = server.per(acked) if server is not None else None
         rss = service.peak_rss_mb()
     finally:
         service.stop()
     stored = asyncio.run(stored_reports(dsn, table)) - before if dsn is not None else None
     print(f"  {name}: {statistics.median(r.requests_per_second for r in runs):,.0f} req/s", file=sys.stderr)
-    return Measured(name, runs, rss, acked, stored)
+    return Measured(name, runs, rss, acked, stored, cost)
 
 
 def main() -> None:
@@ -133,6 +145,13 @@ def main() -> None:
     print(
         "\nacknowledged reports stored (history rows written during the measured runs >= 2xx answers counted by wrk;"
         " every report is unique, so each stored report is one history row):"
+    )
+    print("\nPostgreSQL's own cost per acknowledged report (pg_stat_wal, pg_stat_database, server process CPU):")
+    print(
+        table(
+            ["server", "WAL bytes", "commits", "server CPU us"],
+            [[m.name, *m.cost] for m in results if m.cost is not None],
+        )
     )
     for m in results[1:]:
         verdict = "ok, none lost" if m.stored is not None and m.stored >= m.acked else "MISSING REPORTS"
