@@ -1,7 +1,7 @@
 """All SQL the service runs, by aggregate: each module locks, loads and writes; the ledger decides.
 
-`messages` (locking and writing back message rows), `reports`, `registrations`, `sweep`, `queries` and
-`quarantine`. The names callers use are gathered here.
+`messages` (locking and writing back message rows), `reports`, `registrations`, `sweep`, `queries`,
+`quarantine` and `events` (the feed: read as `store.events`). The names callers use are gathered here.
 """
 
 from service.store.messages import Connection
