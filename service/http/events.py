@@ -16,6 +16,7 @@ from service.http import views
 from service.http.envelope import ok
 from service.http.requests import page_limit, read_query, state
 from service.services import Services
+from service.store import Connection
 from service.store import events as feed
 from service.store.events import Cursor, CursorExpired, Page
 
@@ -84,7 +85,7 @@ async def _read(
     return page
 
 
-async def _cursor(conn: Any, given: Any) -> Cursor:
+async def _cursor(conn: Connection, given: Any) -> Cursor:
     """No `after`: the oldest event kept. `latest`: the present. Otherwise a cursor this feed handed out."""
     if given is None or given == "":
         return await feed.oldest(conn)

@@ -14,10 +14,9 @@ from typing import NamedTuple
 
 from service.ledger import MessageRecord
 from service.statuses import Status
-from service.store.messages import EVENT_COLUMNS, Connection, record_from_row
+from service.store.messages import EVENT_COLUMNS, STATUS_BY_VALUE, Connection, record_from_row
 
 _CURSOR = re.compile(r"^([0-9]{1,20})-([0-9]{1,19})$")
-_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
 
 
 class Cursor(NamedTuple):
@@ -113,7 +112,7 @@ async def read_page(
         FeedEvent(
             Cursor(int(row[0]), row[1]),
             record_from_row(row[5:]),
-            None if row[3] is None else _STATUS_BY_VALUE[row[3]],
+            None if row[3] is None else STATUS_BY_VALUE[row[3]],
             row[2],
             row[4],
         )

@@ -56,12 +56,12 @@ _NEVER_UPDATED = ("id", "created_at")
 _KEYS = tuple(COLUMN_TYPES)
 
 # A dict lookup: calling Status(value) goes through the enum machinery, a microsecond per segment.
-_STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
+STATUS_BY_VALUE: dict[str, Status] = {s.value: s for s in Status}
 
 
 def record_from_row(row: asyncpg.Record) -> MessageRecord:
     """A row selected as `COLUMNS` (by position: this runs for every message a batch locks)."""
-    state = MessageState(tuple(map(_STATUS_BY_VALUE.__getitem__, row[3])), _STATUS_BY_VALUE[row[1]], row[2])
+    state = MessageState(tuple(map(STATUS_BY_VALUE.__getitem__, row[3])), STATUS_BY_VALUE[row[1]], row[2])
     return MessageRecord(row[0], state, tuple(row[4]), *row[5:17])
 
 
