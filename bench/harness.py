@@ -73,7 +73,7 @@ def stock_postgres(version: str) -> Iterator[str]:
 
 
 class ServerCost:
-    """PostgreSQL's own cost of a stretch of work: WAL bytes (pg_stat_wal), commits (pg_stat_database) and
+    """PostgreSQL's own cost of a stretch of work: WAL bytes (from the WAL position), commits (pg_stat_database) and
     the CPU time of the server's processes (those still running at the end: the service's pooled sessions
     among them)."""
 
@@ -84,7 +84,9 @@ class ServerCost:
     async def _counters(self) -> tuple[int, int, str]:
         conn = await asyncpg.connect(self.dsn)
         try:
-            wal = int(await conn.fetchval("SELECT wal_bytes FROM pg_stat_wal"))
+            # The WAL position, not pg_stat_wal: sessions report their WAL statistics lazily (at most once a
+            # second, or when they end), so pg_stat_wal read right after a run leaves the last second out.
+            wal = int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
             commits = int(await conn.fetchval("SELECT sum(xact_commit) FROM pg_stat_database"))
             return wal, commits, str(await conn.fetchval("SHOW data_directory"))
         finally:

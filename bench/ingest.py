@@ -146,7 +146,7 @@ def main() -> None:
         "\nacknowledged reports stored (history rows written during the measured runs >= 2xx answers counted by wrk;"
         " every report is unique, so each stored report is one history row):"
     )
-    print("\nPostgreSQL's own cost per acknowledged report (pg_stat_wal, pg_stat_database, server process CPU):")
+    print("\nPostgreSQL's own cost per acknowledged report (WAL position, pg_stat_database, server process CPU):")
     print(
         table(
             ["server", "WAL bytes", "commits", "server CPU us"],

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import signal
 import threading
 import time
@@ -19,7 +17,6 @@ import prometheus_client
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,20 +27,20 @@ from service.errors import ServiceError
 from service.feed import ChangeSignal
 from service.http import campaigns, events, ingest, messages, ops, quarantine
 from service.http.envelope import http_error, service_error, unexpected_error
+from service.http.request_ids import request_id_from
 from service.services import Services
 from service.sweeper import ExpirySweeper
 from service.writer import ReportWriter
 
 logger = logging.getLogger("dlr_tracker")
 access = logging.getLogger("dlr_tracker.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
     """Takes `X-Request-ID` (when it is sane) or makes one, puts it on every log line and the response,
     and writes one access line per request at debug level (`LOG_LEVEL=debug`): method, path (never the
     query: tokens travel there), status and duration. Off by default: at thousands of reports a second
-    it would cost more than the status engine."""
+    it would cost more than the status engine. (`/dlr/*` does the same in `IngestEndpoint`.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,13 +49,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        # os.urandom rather than uuid4: same 128 random bits, a fifth of the cost on every request.
-        rid = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
+        rid = request_id_from(scope["headers"])
         token = logs.request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -82,30 +73,22 @@ class RequestIdMiddleware:
             logs.request_id.reset(token)
 
 
-class IngestShortcut:
-    """`/dlr/{dialect}` straight to its handler, past Starlette's exception middleware, router and
-    request/response wrapper: at thousands of reports a second those layers cost more than the status engine.
-    The answers are the same: a ServiceError becomes its envelope here, anything else still reaches the
-    server-error handler (a 500 envelope with a reference) outside."""
+class DlrTracker(Starlette):
+    """The application: Starlette, except that `/dlr/{dialect}` goes straight to its endpoint, before the
+    middleware stack and the router (`IngestEndpoint` says why and what it does in their place)."""
 
-    def __init__(self, app: ASGIApp, route: Route) -> None:
-        self.app = app
-        self.route = route
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ingest = ingest.IngestEndpoint(lambda: self.state.services)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/dlr/"):
-            match, child = self.route.matches(scope)
-            if match is Match.FULL:
-                scope.update(child)
-                scope["route"] = self.route
-                request = Request(scope, receive)
-                try:
-                    response = await ingest.ingest(request)
-                except ServiceError as exc:
-                    response = await service_error(request, exc)
-                await response(scope, receive, send)
+        if scope["type"] == "http":
+            dialect = ingest.IngestEndpoint.dialect_of(scope["path"])
+            if dialect is not None:
+                scope["app"] = self
+                await self.ingest(scope, receive, send, dialect)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def _mark_draining_on_signals(services: Services) -> None:
@@ -223,10 +206,7 @@ def create_app(settings: Settings) -> Starlette:
             metrics.worker_stopped()
 
     register_url_convertor("anything", AnythingConvertor())
-    # Every method reaches the handler: which ones a sender may use depends on the dialect (Allow).
-    ingest_route = Route("/dlr/{dialect}", ingest.ingest, methods=list(HTTP_METHODS))
     routes = [
-        ingest_route,
         Route("/messages", messages.collection, methods=["GET", "POST"]),
         LastSegmentRoute("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
@@ -239,7 +219,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
     ]
-    app = Starlette(
+    app = DlrTracker(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -248,8 +228,7 @@ def create_app(settings: Settings) -> Starlette:
             Exception: unexpected_error,
         },
     )
-    app.add_middleware(IngestShortcut, route=ingest_route)
-    app.add_middleware(RequestIdMiddleware)  # added last: outside the shortcut, so it sees every request
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from service import metrics
@@ -24,12 +25,14 @@ if TYPE_CHECKING:
     from service.payloads import RequestParts
 
 
-def _presented(request: Request, query_name: str) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
+def _presented(authorization: str | None, query: bytes, query_name: str) -> str | None:
+    """A bearer credential, else the query parameter `query_name` (the last one, as Starlette reads it)."""
+    scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and credential.strip():
         return credential.strip()
-    return request.query_params.get(query_name) or None
+    if not query:
+        return None
+    return QueryParams(query).get(query_name) or None
 
 
 def _matches(presented: str, secrets: Iterable[Secret]) -> bool:
@@ -44,16 +47,17 @@ def _matches(presented: str, secrets: Iterable[Secret]) -> bool:
 def require_api_key(request: Request, keys: frozenset[Secret]) -> None:
     if not keys:
         return
-    presented = _presented(request, "apiKey")
+    presented = _presented(request.headers.get("authorization"), request.scope.get("query_string", b""), "apiKey")
     if presented is None or not _matches(presented, keys):
         metrics.AUTH_FAILURES.labels("api_key").inc()
         raise AuthFailed("missing or wrong API key (Authorization: Bearer KEY or apiKey=KEY)")
 
 
-def require_webhook_token(request: Request, token: Secret | None) -> None:
+def require_webhook_token(authorization: str | None, query: bytes, token: Secret | None) -> None:
+    """The shared webhook token, from `Authorization: Bearer` or `token=` in the query string."""
     if token is None:
         return
-    presented = _presented(request, "token")
+    presented = _presented(authorization, query, "token")
     if presented is None or not _matches(presented, (token,)):
         metrics.AUTH_FAILURES.labels("webhook").inc()
         raise AuthFailed("missing or wrong webhook token (token=... or Authorization: Bearer ...)")

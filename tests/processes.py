@@ -59,5 +59,7 @@ class ServiceProcess:
             self.proc.kill()
             raise AssertionError(f"service did not stop in {timeout}s:\n{self.output()}") from None
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
+    def output(self, tail: int | None = 5000) -> str:
+        """The end of what the service printed (for failure messages), or all of it with `tail=None`."""
+        text = self.log.read_text(errors="replace")
+        return text if tail is None else text[-tail:]

@@ -39,26 +39,35 @@ class EnvelopeResponse(Response):
         status_code: int = 200,
         headers: dict[str, str] | None = None,
     ) -> None:
-        envelope = {"code": code, "data": data, "message": message}
-        try:
-            body = orjson.dumps(envelope)
-        except TypeError:  # an integer past 64 bits, say: the standard library writes anything JSON can hold
-            body = _ENCODER.encode(envelope).encode()
-        super().__init__(body, status_code=status_code, headers=headers)
+        super().__init__(envelope_body(code, data, message), status_code=status_code, headers=headers)
+
+
+def envelope_body(code: int, data: Any = None, message: str = "") -> bytes:
+    envelope = {"code": code, "data": data, "message": message}
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:  # an integer past 64 bits, say: the standard library writes anything JSON can hold
+        return _ENCODER.encode(envelope).encode()
 
 
 def ok(data: Any = None, message: str = "") -> EnvelopeResponse:
     return EnvelopeResponse(0, data, message)
 
 
-def batch_answer(items: list[dict[str, Any]]) -> EnvelopeResponse:
-    """Per-item results: 0 when all succeeded, 98 (207) when some did, 99 (400) when none did."""
+def batch_outcome(items: list[dict[str, Any]]) -> tuple[int, str, int]:
+    """Per-item results' (code, message, HTTP status): 0 when all succeeded, 98 (207) when some did, 99 (400)
+    when none did."""
     failed = sum(1 for item in items if item["code"] != 0)
     if failed == 0:
-        return EnvelopeResponse(0, {"items": items})
+        return 0, "", 200
     if failed == len(items):
-        return EnvelopeResponse(99, {"items": items}, "no item of the batch was processed", 400)
-    return EnvelopeResponse(98, {"items": items}, f"{failed} of {len(items)} items failed", 207)
+        return 99, "no item of the batch was processed", 400
+    return 98, f"{failed} of {len(items)} items failed", 207
+
+
+def batch_answer(items: list[dict[str, Any]]) -> EnvelopeResponse:
+    code, message, status = batch_outcome(items)
+    return EnvelopeResponse(code, {"items": items}, message, status)
 
 
 async def service_error(request: Request, exc: Exception) -> Response:
@@ -79,7 +88,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return EnvelopeResponse(err.code, None, err.message, err.status, headers)
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
+def unexpected_error_message(exc: Exception) -> str:
+    """Log an error nothing else handled, under a reference the answer gives (never the error itself)."""
     reference = uuid.uuid4().hex[:12]
     logger.error("unhandled error, reference %s", reference, exc_info=exc)
-    return EnvelopeResponse(3, None, f"unexpected application error (reference {reference})", 500)
+    return f"unexpected application error (reference {reference})"
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    return EnvelopeResponse(3, None, unexpected_error_message(exc), 500)

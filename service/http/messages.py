@@ -16,7 +16,7 @@ from service.auth import require_api_key
 from service.errors import BadPayload, LimitExceeded, MissingFields, NotFound, RefusedPayload, database_errors
 from service.http import views
 from service.http.envelope import batch_answer, ok
-from service.http.requests import page_limit, read_body, read_query, state
+from service.http.requests import page_limit, read_query, read_request_body, state
 from service.ledger import REGISTRATION, RegistrationDecision
 from service.payloads import JSON, RequestParts, decode_request, media_type, unsupported_content_type
 from service.reports import Registration
@@ -39,7 +39,7 @@ async def register(request: Request) -> Response:
         "POST",
         media_type(request.headers.get("content-type")),
         b"",
-        await read_body(request, app.settings.max_body_bytes),
+        await read_request_body(request, app.settings.max_body_bytes),
     )
     if not _is_json(parts):
         raise unsupported_content_type(parts.content_type)

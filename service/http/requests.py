@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from service.errors import BadPayload, BodyTooLarge, LimitExceeded, ShuttingDown
 from service.payloads import decode_form
@@ -15,16 +16,21 @@ if TYPE_CHECKING:
     from service.services import Services
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or code 12 (HTTP 413) as soon as it passes `limit` bytes: never buffer more."""
-    declared = request.headers.get("content-length")
+async def read_request_body(request: Request, limit: int) -> bytes:
+    return await read_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The whole body, or code 12 (HTTP 413) as soon as it passes `limit` bytes: never buffer more.
+
+    `declared`: the Content-Length header, when sent."""
     # isascii(): headers arrive as latin-1, where "²" is a digit to isdigit() and not to int().
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body larger than {limit} bytes", {"body": f"at most {limit} bytes"})
     # The ASGI messages themselves: Request.stream() adds a generator and bookkeeping to every report.
     chunks, size = [], 0
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
         chunk = message.get("body", b"")

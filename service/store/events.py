@@ -122,15 +122,21 @@ async def read_page(
 
 
 async def prune(conn: Connection, before: datetime, limit: int) -> int:
-    """Delete up to `limit` events older than `before`, oldest in feed order first, and move the horizon past
-    them. SKIP LOCKED: replicas pruning at once take different rows."""
+    """Delete the start of the feed, at most `limit` events, up to the first one made at `before` or later,
+    and move the horizon past them. The feed's order follows time closely (there is no index by time: it
+    cost every event an index entry); deleting only a prefix keeps the rule simple: everything before the
+    horizon is gone. SKIP LOCKED: replicas pruning at once take different rows."""
     return int(
         await conn.fetchval(
             """
-            WITH doomed AS (
-                SELECT tx, position FROM events WHERE at < $1
-                ORDER BY tx, position LIMIT $2
-                FOR UPDATE SKIP LOCKED
+            WITH head AS (
+                SELECT tx, position, at FROM events ORDER BY tx, position LIMIT $2
+            ), kept AS (
+                SELECT tx, position FROM head WHERE at >= $1 ORDER BY tx, position LIMIT 1
+            ), doomed AS (
+                SELECT e.tx, e.position FROM events AS e JOIN head AS h USING (tx, position)
+                WHERE NOT EXISTS (SELECT FROM kept AS k WHERE (h.tx, h.position) >= (k.tx, k.position))
+                FOR UPDATE OF e SKIP LOCKED
             ), gone AS (
                 DELETE FROM events AS e USING doomed AS d
                 WHERE e.tx = d.tx AND e.position = d.position
@@ -150,5 +156,5 @@ async def prune(conn: Connection, before: datetime, limit: int) -> int:
 
 
 async def oldest_time(conn: Connection) -> datetime | None:
-    """When the oldest event kept was made."""
-    return await conn.fetchval("SELECT min(at) FROM events")
+    """When the first event of the feed was made: the oldest kept, give or take a batch's commit order."""
+    return await conn.fetchval("SELECT at FROM events ORDER BY tx, position LIMIT 1")

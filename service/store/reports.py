@@ -32,7 +32,15 @@ async def _match_zero_padded(conn: Connection, reports: Sequence[IncomingReport]
     wanted = {r.message_id.lstrip("0") for r in reports if r.match_zero_padded}
     if not wanted:
         return reports
-    rows = await conn.fetch("SELECT id FROM messages WHERE ltrim(id, '0') = ANY($1::text[])", sorted(wanted))
+    # An id without leading zeros is its own trimmed form (the primary key finds it); only ids starting with a
+    # zero are in the trimmed index (migration 0007).
+    rows = await conn.fetch(
+        """
+        SELECT id FROM messages WHERE id = ANY($1::text[])
+        UNION SELECT id FROM messages WHERE id LIKE '0%' AND ltrim(id, '0') = ANY($1::text[])
+        """,
+        sorted(wanted),
+    )
     return match_zero_padded(reports, (row["id"] for row in rows))
 
 
