@@ -167,6 +167,26 @@ def test_a_cursor_older_than_the_oldest_event_kept_is_code_12_naming_it(client: 
     assert [e["data"]["id"] for e in events(client, after=oldest)["items"]] == ["x2"]
 
 
+def test_pruning_deletes_only_the_start_of_the_feed_up_to_the_first_event_too_young(
+    client: TestClient, db: str
+) -> None:
+    """Pruning walks the feed in its own order and stops at the first event younger than the cutoff, even
+    when older ones follow it (a batch received earlier may commit later): what is gone is always a prefix,
+    so the horizon says exactly which cursors are expired."""
+    client.post("/messages", json=[{"id": f"p{i}"} for i in range(4)])
+
+    async def prune() -> int:
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute("UPDATE events SET at = now() + interval '1 hour' WHERE id = 'p1'")
+            return await feed.prune(conn, datetime.now(UTC) + timedelta(seconds=1), 100)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(prune()) == 1
+    assert [e["data"]["id"] for e in events(client)["items"]] == ["p1", "p2", "p3"]
+
+
 def test_wait_answers_as_soon_as_a_change_commits(client: TestClient) -> None:
     """A long poll returns within a fraction of a second of the commit; with nothing new it returns empty
     after `wait` seconds, with the cursor it was given."""
