@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
+import os
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -79,8 +79,9 @@ _STATS_LINE = re.compile(r"^(\S+/\S+)\s+(\d+)\s+\(\s*[\d.]+\)\s+\d+\s+\(\s*[\d.]
 
 def wal_records(data_dir: str, start: str, end: str, reports: int) -> list[list[object]]:
     """pg_waldump's statistics for the range, as (record type, records per report, bytes per report)."""
-    version = Path(data_dir, "PG_VERSION").read_text().strip()
-    waldump = shutil.which("pg_waldump") or f"/usr/lib/postgresql/{version}/bin/pg_waldump"
+    # The pg_waldump beside the running server's own binary (the embedded one's, or Debian's).
+    postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    waldump = str(Path(os.readlink(f"/proc/{postmaster}/exe")).with_name("pg_waldump"))
     out = subprocess.run(
         [waldump, "--stats=record", "-p", f"{data_dir}/pg_wal", "-s", start, "-e", end],
         capture_output=True,
