@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import os
+import re
 import subprocess
 import time
 from datetime import UTC, datetime

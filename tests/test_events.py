@@ -68,6 +68,32 @@ def test_each_committed_change_is_one_event_with_the_message_after_it(client: Te
     assert everything(client) == items  # the same events, the same ids, every time
 
 
+def test_several_changes_of_one_message_in_one_batch_are_each_an_event_in_order(client: TestClient) -> None:
+    """A batch that creates a message and changes it twice (a sender's array of reports): three events, in
+    the order they happened, each with the message as it was after its own change, not as the batch left it."""
+    answer = client.post(
+        "/dlr/generic",
+        json=[
+            {"id": "b1", "status": "ACCEPTD", "segments": 2},
+            {"id": "other", "status": "ACCEPTD"},
+            {"id": "b1", "status": "DELIVRD", "segment": 1},
+            {"id": "b1", "status": "DELIVRD", "segment": 2},
+        ],
+    )
+    assert answer.json()["code"] == 0
+    items = [e["data"] for e in everything(client) if e["data"]["id"] == "b1"]
+    assert [(e["previous_status"], e["status"], e["version"]) for e in items] == [
+        (None, "ACCEPTD", 1),
+        ("ACCEPTD", "PDLIVRD", 2),
+        ("PDLIVRD", "DELIVRD", 3),
+    ]
+    assert [s["status"] for s in items[1]["segments"]] == ["DELIVRD", "ACCEPTD"]
+    assert items[0]["final_at"] is None
+    assert items[2]["final_at"] is not None
+    final = client.get("/messages/b1").json()["data"]
+    assert {k: v for k, v in items[2].items() if k not in ("previous_status", "source")} == final
+
+
 def test_a_report_creating_a_message_and_a_sweep_resolution_are_events(client: TestClient, db: str) -> None:
     """The first report of an unknown id makes one event (no status before it); the expiry sweep's
     resolution is an event with source `sweep`, like any other change."""
