@@ -5,7 +5,8 @@
 
 Drives `ReportWriter.apply` in this process from 64 concurrent callers, each sending ACCEPTD then DELIVRD for
 new messages (what bench/ingest.py's unique-id traffic does), with no HTTP in the way. Prints, per report:
-this process's CPU, PostgreSQL's CPU (its processes, from /proc), WAL bytes and commits.
+this process's CPU, PostgreSQL's CPU (its processes, from /proc), WAL bytes and transactions (as
+pg_stat_database counts them: read-only ones too).
 `--wal-records` adds pg_waldump's record mix for the run (needs the server's pg_waldump and
 read access to its data directory): which records, and how many per report, the WAL is made of.
 """
@@ -111,7 +112,7 @@ def main() -> None:
         print()
         print(
             table(
-                ["reports", "Python CPU us/report", "PostgreSQL CPU us/report", "WAL bytes/report", "reports/commit"],
+                ["reports", "Python CPU us/report", "PostgreSQL CPU us/report", "WAL bytes/report", "reports/xact"],
                 [[reports, python_us, server_us, wal, 1 / commits if commits else 0.0]],
             )
         )

@@ -119,3 +119,29 @@ def test_a_registration_racing_another_writer_fills_in_the_message_it_created(cl
     assert answer.json()["data"] == {"id": "race-3", "status": "ACCEPTD", "created": False}
     message = client.get("/messages/race-3").json()["data"]
     assert (message["campaign"], message["segments_total"]) == ("c-race", 2)
+
+
+def test_a_message_another_writer_changes_meanwhile_is_decided_again_not_overwritten(
+    client: TestClient, db: str
+) -> None:
+    """A batch reads a message (ACCEPTD) while another writer's transaction is changing it (to UNDELIV, and
+    to a new campaign): the batch's write finds the row changed once that commits, nothing of it stays, and
+    the report is decided again on the message as it is now -- after its final status -- instead of writing
+    DELIVRD over UNDELIV or the old campaign back."""
+    client.post("/messages", json={"id": "race-4", "campaign": "before"})
+    client.post("/dlr/generic", data={"id": "race-4", "status": "ACCEPTD"})
+    ready = threading.Event()
+    change = (
+        "UPDATE messages SET status = 'UNDELIV', segment_statuses = ARRAY['UNDELIV'], final_at = now(), "
+        "campaign = 'after', version = version + 1 WHERE id = 'race-4'"
+    )
+    other = _created_meanwhile(db, [change], ready, hold=0.5)
+    ready.wait(10)
+    answer = client.post("/dlr/generic", data={"id": "race-4", "status": "DELIVRD"})
+    other.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"id": "race-4", "status": "UNDELIV", "applied": False, "reason": "after_final"}
+    message = client.get("/messages/race-4").json()["data"]
+    assert (message["status"], message["campaign"]) == ("UNDELIV", "after")
+    history = client.get("/messages/race-4/history").json()["data"]["items"]
+    assert [(h["status"], h["applied"], h["reason"]) for h in history][-1] == ("DELIVRD", False, "after_final")

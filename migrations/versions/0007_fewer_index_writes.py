@@ -1,4 +1,4 @@
-"""Fewer index entries written per report.
+"""Fewer index entries written per report; batches written without locking first.
 
 Revision ID: 0007
 Revises: 0006
@@ -16,6 +16,11 @@ largest share of its WAL and of PostgreSQL's time. Three of them bought nothing 
 - `events_at` ordered the feed by time for pruning only. The feed's own order (tx, position) follows time
   closely: pruning deletes from its start while the events there are old enough, and the oldest event's age
   is the first one's.
+
+`messages_changed_meanwhile` lets a batch be written without locking its messages first: the write-back
+updates a message only if its row version (`xmin`) is still the one the batch read, and this function fails
+the whole statement (serialization_failure: nothing of it stays) when some message was changed by another
+transaction in between, so the batch is decided again on what is there now.
 """
 
 from alembic import op
@@ -36,9 +41,22 @@ def upgrade() -> None:
         "WHERE campaign IS NOT NULL"
     )
     op.execute("DROP INDEX events_at")
+    op.execute("""
+        CREATE FUNCTION messages_changed_meanwhile(updated bigint, expected bigint) RETURNS bigint
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF updated <> expected THEN
+                RAISE EXCEPTION 'a message was changed by another transaction since it was read'
+                    USING ERRCODE = 'serialization_failure';
+            END IF;
+            RETURN updated;
+        END
+        $$
+    """)
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION messages_changed_meanwhile(bigint, bigint)")
     op.execute("CREATE INDEX events_at ON events (at)")
     op.execute("DROP INDEX messages_campaign")
     op.execute("CREATE INDEX messages_campaign ON messages (campaign, sent_at, id) WHERE campaign IS NOT NULL")

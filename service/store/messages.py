@@ -1,19 +1,22 @@
-"""The messages table: locking rows as `MessageRecord`s, and writing back what a `Ledger` changed.
+"""The messages table: reading rows as `MessageRecord`s, and writing back what a `Ledger` changed.
 
-Writes lock the messages they touch in one stable order (ids sorted), so concurrent requests and replicas
-never deadlock; the ledger decides between the lock and the write-back, inside the transaction, so every
-change is applied against the state it was decided on.
+A batch is applied in two round trips and no explicit transaction: read the messages it names (`read`),
+let the ledger decide, write back in one statement (`write_back`). That statement updates a message only if
+its row version (`xmin`) is still the one read, and fails whole (serialization_failure) when another
+transaction changed one in between; a message another transaction created meanwhile fails it on the primary
+key. Either way nothing of the batch stays, and it is decided again on what is there now (`retrying_races`),
+the last time with its messages locked first (`read(..., lock=True)` inside a transaction, in one stable
+order, ids sorted: concurrent writers then wait for each other and never deadlock), so that a message
+changing all the time cannot starve a batch. Every change is thus applied against the state it was decided on.
 
-The write-back is one statement whatever the batch's size: it inserts the messages the batch creates (in
-their state after the batch), updates the changed ones, appends the history and keeps the senders' event
-ids. A message another transaction created meanwhile makes the insert fail on the primary key: the transaction
-is rolled back and the batch applied again (it then finds the row and locks it).
+The write-back inserts the messages the batch creates (in their state after the batch), updates the changed
+ones, appends the history, keeps the senders' event ids and writes the event feed's rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 import orjson
@@ -65,20 +68,30 @@ def record_from_row(row: asyncpg.Record) -> MessageRecord:
     return MessageRecord(row[0], state, tuple(row[4]), *row[5:17])
 
 
-async def lock(conn: Connection, ids: Iterable[str]) -> dict[str, MessageRecord]:
+class Found(NamedTuple):
+    """The stored messages a batch names, and the row version (`xmin`) each was read at."""
+
+    records: dict[str, MessageRecord]
+    versions: dict[str, str]
+
+
+async def read(conn: Connection, ids: Iterable[str], *, lock: bool = False) -> Found:
+    """The messages stored under `ids`; with `lock`, locked in id order (inside a transaction)."""
+    locking = " ORDER BY id FOR UPDATE" if lock else ""
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", sorted(set(ids))
+        f"SELECT {COLUMNS}, xmin::text FROM messages WHERE id = ANY($1::text[]){locking}", sorted(set(ids))
     )
-    return {r["id"]: record_from_row(r) for r in rows}
+    return Found({r[0]: record_from_row(r) for r in rows}, {r[0]: r[17] for r in rows})
 
 
 # `m.id = ANY($6)` as well as the join: the planner takes a function's rows for 100, and against a table of
 # a few thousand messages it then hashed the whole table for every batch (a sequential scan per commit); the
 # ids let it find the rows by the primary key whatever the table's size.
+# `m.xmin = u.xmin`: only the row version the batch decided on (see the module's docstring).
 _UPDATE = f"""
     UPDATE messages AS m SET {", ".join(f"{c} = u.{c}" for c in COLUMN_TYPES if c not in _NEVER_UPDATED)}
-    FROM json_to_recordset($1::json) AS u({_RECORD_TYPES})
-    WHERE m.id = u.id AND m.id = ANY($6::text[])
+    FROM json_to_recordset($1::json) AS u({_RECORD_TYPES}, xmin xid)
+    WHERE m.id = u.id AND m.id = ANY($6::text[]) AND m.xmin = u.xmin
     RETURNING {", ".join(f"m.{c}" for c in COLUMN_TYPES)}
 """
 # A plain insert: a message another transaction created since the lock fails it on the primary key (and
@@ -131,8 +144,8 @@ _EVENTS = f"""
 # would encode every element of every array in Python.
 _WRITE_BACK = f"""
 WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({HISTORY_INSERT.format(param="$3")}),
-     kept AS ({_SENDER_EVENTS})
-{_EVENTS}
+     kept AS ({_SENDER_EVENTS}), fed AS ({_EVENTS})
+SELECT messages_changed_meanwhile((SELECT count(*) FROM updated), $8)
 """
 
 
@@ -168,9 +181,10 @@ def _sender_event_json(e: SenderEvent) -> dict[str, Any]:
     return {"source": e.source, "event_id": e.event_id, "message_id": e.message_id, "received_at": e.received_at}
 
 
-async def write_back(conn: Connection, ledger: Ledger) -> None:
-    """Write what the ledger did, in one statement. The rows are locked (or new) already, so nothing here
-    waits on anyone -- except an insert meeting a row or event id another transaction is creating."""
+async def write_back(conn: Connection, ledger: Ledger, versions: dict[str, str]) -> None:
+    """Write what the ledger did, in one statement; `versions`: each stored message's row version as read.
+    Raises SerializationError when one of them changed since, UniqueViolationError when a message or sender
+    event id the batch takes for new was stored meanwhile: nothing is written then."""
     if not (ledger.created or ledger.changed or ledger.history or ledger.sender_events):
         return
     records = ledger.records
@@ -184,7 +198,7 @@ async def write_back(conn: Connection, ledger: Ledger) -> None:
         return found
 
     created = [row(records[i]) for i in sorted(ledger.created)]
-    changed = [row(records[i]) for i in sorted(ledger.changed - ledger.created)]
+    changed = [{**row(records[i]), "xmin": versions[i]} for i in sorted(ledger.changed - ledger.created)]
     latest: list[dict[str, Any]] = []
     earlier: list[dict[str, Any]] = []
     for e in ledger.events:
@@ -193,7 +207,7 @@ async def write_back(conn: Connection, ledger: Ledger) -> None:
             latest.append({"id": e.message.id, **change})
         else:
             earlier.append({**row(e.message), **change})
-    await conn.execute(
+    await conn.fetchval(
         _WRITE_BACK,
         json_rows(changed),
         json_rows(created),
@@ -202,20 +216,30 @@ async def write_back(conn: Connection, ledger: Ledger) -> None:
         json_rows(latest),
         [r["id"] for r in changed],
         json_rows(earlier),
+        len(changed),
     )
 
 
-# What a message created by another transaction between our lock and our insert can raise: the insert
-# meeting its row, a sender's event id meeting the other batch's row, or (rarely) a deadlock while the two
-# inserts wait on each other. None of them leaves anything behind: the transaction is rolled back.
-_RACES = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+# What another transaction writing the same messages meanwhile can make a write-back raise: a message
+# changed since it was read, a message or sender event id created since, or (rarely) a deadlock while two
+# inserts wait on each other. None of them leaves anything behind: the statement or transaction is undone.
+_RACES = (asyncpg.SerializationError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 _RACE_ATTEMPTS = 3
 
 
-async def retrying_races(attempt: Callable[[], Awaitable[T]]) -> T:
+async def retrying_races(conn: Connection, attempt: Callable[[bool], Awaitable[T]]) -> T:
+    """`attempt(lock)` until it is not undone by a race: unlocked first, locked the last time (and always
+    inside a caller's own transaction, where a failed statement would abort the whole transaction: the
+    locked attempt runs in a savepoint)."""
+    if not conn.is_in_transaction():
+        for _ in range(_RACE_ATTEMPTS - 1):
+            try:
+                return await attempt(False)
+            except _RACES:
+                continue  # undone: decided again on what is there now
     for _ in range(_RACE_ATTEMPTS - 1):
         try:
-            return await attempt()
+            return await attempt(True)
         except _RACES:
-            continue  # rolled back: tried again, what another batch created is now found and locked
-    return await attempt()
+            continue
+    return await attempt(True)

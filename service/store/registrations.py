@@ -1,4 +1,4 @@
-"""Registering sent messages (`POST /messages`): lock, let the ledger fill in the metadata, write back."""
+"""Registering sent messages (`POST /messages`): read, let the ledger fill in the metadata, write back."""
 
 from __future__ import annotations
 
@@ -6,21 +6,23 @@ from collections.abc import Sequence
 
 from service.ledger import Ledger, RegistrationDecision
 from service.reports import Registration
-from service.store.messages import Connection, lock, retrying_races, write_back
+from service.store.messages import Connection, read, retrying_races, write_back
+from service.store.reports import transaction
 
 
 async def register_messages(
     conn: Connection, registrations: Sequence[Registration], *, lifetime: int
 ) -> list[RegistrationDecision]:
     """Fill in metadata, never touch statuses; create what is not stored yet. One decision per registration."""
-    return await retrying_races(lambda: _register_batch(conn, registrations, lifetime))
+    return await retrying_races(conn, lambda lock: _register_batch(conn, registrations, lifetime, lock))
 
 
 async def _register_batch(
-    conn: Connection, registrations: Sequence[Registration], lifetime: int
+    conn: Connection, registrations: Sequence[Registration], lifetime: int, lock: bool
 ) -> list[RegistrationDecision]:
-    async with conn.transaction():
-        ledger = Ledger(await lock(conn, {reg.message_id for reg in registrations}), lifetime)
+    async with transaction(conn, lock):
+        found = await read(conn, {reg.message_id for reg in registrations}, lock=lock)
+        ledger = Ledger(found.records, lifetime)
         decisions = [ledger.register(reg) for reg in registrations]
-        await write_back(conn, ledger)
+        await write_back(conn, ledger, found.versions)
     return decisions

@@ -1,12 +1,13 @@
-"""Applying sender reports: lock the messages, let the ledger decide, write back. Nothing else."""
+"""Applying sender reports: read the messages, let the ledger decide, write back. Nothing else."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 from service.ledger import Ledger, ReportDecision, match_zero_padded
 from service.reports import IncomingReport
-from service.store.messages import Connection, lock, retrying_races, write_back
+from service.store.messages import Connection, read, retrying_races, write_back
 
 
 async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, lifetime: int) -> list[ReportDecision]:
@@ -14,18 +15,26 @@ async def apply_reports(conn: Connection, reports: Sequence[IncomingReport], *, 
 
     One report is simply a batch of one: there is no separate single-report path.
     """
-    return await retrying_races(lambda: _apply_batch(conn, reports, lifetime))
+    return await retrying_races(conn, lambda lock: _apply_batch(conn, reports, lifetime, lock))
 
 
-async def _apply_batch(conn: Connection, reports: Sequence[IncomingReport], lifetime: int) -> list[ReportDecision]:
-    async with conn.transaction():
+async def _apply_batch(
+    conn: Connection, reports: Sequence[IncomingReport], lifetime: int, lock: bool
+) -> list[ReportDecision]:
+    async with transaction(conn, lock):
         reports = await _match_zero_padded(conn, reports)
-        ledger = Ledger(await lock(conn, {r.message_id for r in reports}), lifetime)
+        found = await read(conn, {r.message_id for r in reports}, lock=lock)
+        ledger = Ledger(found.records, lifetime)
         await _load_seen_events(conn, ledger, reports)
         await _load_sequences(conn, ledger, reports)
         decisions = [ledger.apply_report(r) for r in reports]
-        await write_back(conn, ledger)
+        await write_back(conn, ledger, found.versions)
     return decisions
+
+
+def transaction(conn: Connection, lock: bool) -> AbstractAsyncContextManager[object]:
+    """A transaction to hold the locks in, or none: unlocked, the write-back is one statement, atomic alone."""
+    return conn.transaction() if lock else nullcontext()
 
 
 async def _match_zero_padded(conn: Connection, reports: Sequence[IncomingReport]) -> Sequence[IncomingReport]:
