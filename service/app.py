@@ -79,7 +79,7 @@ class DlrTracker(Starlette):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ingest = ingest.IngestEndpoint(lambda: self.state.services)
+        self.ingest = ingest.IngestEndpoint()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -176,6 +176,8 @@ def create_app(settings: Settings) -> Starlette:
             changes=changes,
         )
         app.state.services = services
+        assert isinstance(app, DlrTracker)
+        app.ingest.services = services
         _mark_draining_on_signals(services)
         writer.start()
         sweeper = ExpirySweeper(

@@ -34,7 +34,14 @@ def read_fields(
 ) -> tuple[dict[str, Any], fields.FieldErrors]:
     """Each declared field read from `data` in declaration order (None when absent or bad), and the errors."""
     found = fields.FieldErrors() if errors is None else errors
-    values = {spec.name: found.read(data, spec.name, spec.read, required=spec.required) for spec in specs}
+    values: dict[str, Any] = {}
+    for spec in specs:
+        name = spec.name
+        # Most fields are absent from most reports: None without a call (every reader reads None as absent).
+        if spec.required or data.get(name) is not None:
+            values[name] = found.read(data, name, spec.read, required=spec.required)
+        else:
+            values[name] = None
     return values, found
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
@@ -238,8 +237,8 @@ class IngestEndpoint:
 
     ROUTE = "/dlr/{dialect}"
 
-    def __init__(self, services: Callable[[], Services]) -> None:
-        self._services = services
+    def __init__(self) -> None:
+        self.services: Services | None = None  # set by the app's lifespan, once the pool is up
 
     @staticmethod
     def dialect_of(path: str) -> str | None:
@@ -257,8 +256,8 @@ class IngestEndpoint:
         status = 499  # the client went away before it could be answered (nginx's code for it)
         try:
             try:
-                services = self._services()
-                if services.shutting_down:
+                services = self.services
+                if services is None or services.shutting_down:
                     raise ShuttingDown()
                 answer = await ingest(services, IngestRequest.read(scope, dialect), receive)
             except ServiceError as exc:
