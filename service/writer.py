@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +20,10 @@ from typing import Any
 import asyncpg
 
 from service import metrics, store
+from service.engine import Reason
 from service.errors import ShuttingDown, Unavailable, database_errors
 from service.feed import ChangeSignal
-from service.ledger import SWEEP, ChangeEvent, ReportDecision
+from service.ledger import SWEEP, ReportDecision
 from service.reports import IncomingReport
 from service.statuses import Status
 
@@ -187,29 +188,36 @@ def _give_up(future: asyncio.Future[list[ReportDecision]]) -> None:
 def record(decisions: Sequence[ReportDecision]) -> None:
     """Count what was committed (never before the commit: a rolled-back report counted nothing)."""
     now = datetime.now(UTC)
-    # Counted per batch, one inc(n) per label set: each inc() takes a lock.
-    counts: Counter[tuple[Any, ...]] = Counter()
+    # Counted per batch, one inc(n) per label set: each inc() takes a lock. Keys are plain tuples of what
+    # each decision says; label values are worked out once per key, not once per report.
+    outcomes: dict[tuple[str, bool, Reason | None], int] = {}
+    moves: dict[tuple[str, Status, Status], int] = {}
+    observe_ingest = metrics.INGEST_SECONDS.observe
     for decision in decisions:
         report = decision.report
+        key = (report.source, decision.applied, decision.reason)
+        outcomes[key] = outcomes.get(key, 0) + 1
+        change = decision.change
+        if change is not None:
+            before = change.previous_status or Status.NEW
+            after = change.message.state.status
+            move = (change.source, before, after)
+            moves[move] = moves.get(move, 0) + 1
+            if after is Status.DELIVRD and before is not Status.DELIVRD and change.source != SWEEP:
+                seconds = change.message.delivery_seconds
+                if seconds is not None:
+                    metrics.DELIVERY_SECONDS.observe(seconds)
+        observe_ingest(max(0.0, (now - report.received_at).total_seconds()))
+    for (source, applied, reason), n in outcomes.items():
         # Status and Reason are StrEnums: the members are their label values.
-        outcome = "applied" if decision.applied else (decision.reason or "unmapped")
-        counts[metrics.REPORTS, report.source, outcome] += 1
-        if not decision.applied and decision.reason is not None:
-            counts[metrics.REJECTED, decision.reason] += 1
-        if decision.change is not None:
-            count_change(counts, decision.change)
-        metrics.INGEST_SECONDS.observe(max(0.0, (now - report.received_at).total_seconds()))
-    for (metric, *labels), n in counts.items():
-        metrics.child(metric, *labels).inc(n)
+        metrics.child(metrics.REPORTS, source, "applied" if applied else (reason or "unmapped")).inc(n)
+        if not applied and reason is not None:
+            metrics.child(metrics.REJECTED, reason).inc(n)
+    for (source, before, after), n in moves.items():
+        _count_moves(source, before, after, n)
 
 
-def count_change(counts: Counter[tuple[Any, ...]], change: ChangeEvent) -> None:
-    """A committed change's metrics: its status transition, and its delivery time when a report delivered it."""
-    counts[metrics.EVENTS, change.source] += 1
-    before = change.previous_status or Status.NEW
-    if change.status is not before:
-        counts[metrics.TRANSITIONS, before, change.status] += 1
-    if change.source != SWEEP and change.status is Status.DELIVRD and before is not Status.DELIVRD:
-        seconds = change.message.delivery_seconds
-        if seconds is not None:
-            metrics.DELIVERY_SECONDS.observe(seconds)
+def _count_moves(source: str, before: Status, after: Status, n: int) -> None:
+    metrics.child(metrics.EVENTS, source).inc(n)
+    if after is not before:
+        metrics.child(metrics.TRANSITIONS, before, after).inc(n)
