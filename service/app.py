@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import database, logs, metrics, store
+from service.access import TokenBuckets
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
@@ -174,6 +175,7 @@ def create_app(settings: Settings) -> Starlette:
             campaign_stats=CampaignStatsCache(load_campaign, settings.campaign_stats_ttl),
             schema_head=database.head_revision(),
             changes=changes,
+            rate_limits=TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None,
         )
         app.state.services = services
         assert isinstance(app, DlrTracker)

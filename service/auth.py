@@ -9,20 +9,23 @@ import base64
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from service import metrics
+from service import logs, metrics
+from service.access import ApiKey, Scope
 from service.config import Secret
-from service.errors import AuthFailed
+from service.errors import AuthFailed, KeyDisabled, NotAllowed, RateLimited
 
 if TYPE_CHECKING:
     from service.config import Settings
     from service.dialects.types import Dialect
     from service.payloads import RequestParts
+    from service.services import Services
 
 
 def _presented(authorization: str | None, query: bytes, query_name: str) -> str | None:
@@ -44,13 +47,49 @@ def _matches(presented: str, secrets: Iterable[Secret]) -> bool:
     return found
 
 
-def require_api_key(request: Request, keys: frozenset[Secret]) -> None:
-    if not keys:
-        return
+def require_api_key(request: Request, services: Services, scope: Scope) -> ApiKey | None:
+    """The API key presented, if it may do `scope` now; None when the API is open (no DLR_API_KEYS).
+
+    Code 8: no key or a wrong one. Code 14: a disabled key. Code 9: a key without the scope. Code 30: past
+    DLR_RATE_LIMIT for this key (in this process)."""
+    settings = services.settings
+    if not settings.api_keys:
+        return None
     presented = _presented(request.headers.get("authorization"), request.scope.get("query_string", b""), "apiKey")
-    if presented is None or not _matches(presented, keys):
+    key = None if presented is None else _find(presented, settings.api_keys)
+    if key is None:
         metrics.AUTH_FAILURES.labels("api_key").inc()
         raise AuthFailed("missing or wrong API key (Authorization: Bearer KEY or apiKey=KEY)")
+    logs.api_key.set(key.name)
+    if key.name in settings.api_keys_disabled:
+        metrics.AUTH_FAILURES.labels("disabled").inc()
+        raise KeyDisabled(f"API key {key.name} is disabled")
+    if not key.allows(scope):
+        metrics.AUTH_FAILURES.labels("scope").inc()
+        raise NotAllowed(
+            f"API key {key.name} may not do this: it needs the {scope} scope "
+            f"(the key has {', '.join(sorted(key.scopes))})",
+            {"scope": str(scope)},
+        )
+    buckets = services.rate_limits
+    if buckets is not None:
+        wait = buckets.take(key.name, time.monotonic())
+        if wait > 0:
+            metrics.child(metrics.RATE_LIMITED, key.name).inc()
+            limit = settings.rate_limit.text if settings.rate_limit is not None else ""
+            raise RateLimited(wait, f"API key {key.name} is past its rate limit ({limit})")
+    metrics.child(metrics.API_REQUESTS, key.name).inc()
+    return key
+
+
+def _find(presented: str, keys: tuple[ApiKey, ...]) -> ApiKey | None:
+    given = presented.encode()
+    # Compare against every key, never stopping early, so timing tells nothing about which matched.
+    found = None
+    for key in keys:
+        if hmac.compare_digest(given, key.key.reveal().encode()):
+            found = key
+    return found
 
 
 def require_webhook_token(authorization: str | None, query: bytes, token: Secret | None) -> None:

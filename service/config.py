@@ -9,8 +9,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.config import Config
+
+if TYPE_CHECKING:
+    from service.access import ApiKey, RateLimit
 
 
 class Secret:
@@ -81,7 +85,9 @@ class Settings:
     sweep_interval: float = 30.0
     sweep_batch: int = DEFAULT_SWEEP_BATCH
     sweep_duty: float = DEFAULT_SWEEP_DUTY
-    api_keys: frozenset[Secret] = frozenset()
+    api_keys: tuple[ApiKey, ...] = ()
+    api_keys_disabled: frozenset[str] = frozenset()  # names of keys refused with code 14
+    rate_limit: RateLimit | None = None  # per key and process; never on ingest
     webhook_token: Secret | None = None
     webhook_tokens: Mapping[str, Secret] = field(default_factory=dict)
     webhook_secret: Secret | None = None
@@ -165,11 +171,13 @@ class Settings:
         public_url = text("DLR_PUBLIC_URL")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise SettingsError(f"DLR_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
+        # Lazy: access.py holds the parsers and imports Secret and SettingsError from here.
+        from service.access import parse_api_keys, parse_disabled, parse_rate_limit
+
         listed = text("DLR_API_KEYS")
-        keys = frozenset(Secret(k.strip()) for k in (listed or "").split(",") if k.strip())
-        if listed is not None and not keys:
-            # Set to separators only: meant to close the API, it would leave it open.
-            raise SettingsError("DLR_API_KEYS is set but holds no key (comma-separated keys; unset it for an open API)")
+        keys = parse_api_keys(listed) if listed is not None else ()
+        disabled = text("DLR_API_KEYS_DISABLED")
+        rate = text("DLR_RATE_LIMIT")
         return cls(
             database_url=Secret(database_url) if database_url else None,
             data_dir=Path(text("DLR_DATA_DIR", ".dlr-tracker") or ".dlr-tracker"),
@@ -180,6 +188,8 @@ class Settings:
             sweep_batch=int(number("DLR_SWEEP_BATCH", DEFAULT_SWEEP_BATCH, int, 1, 100_000)),
             sweep_duty=number("DLR_SWEEP_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
             api_keys=keys,
+            api_keys_disabled=parse_disabled(disabled, keys) if disabled is not None else frozenset(),
+            rate_limit=parse_rate_limit(rate) if rate is not None else None,
             webhook_token=Secret(token) if token else None,
             webhook_tokens=per_dialect("DLR_WEBHOOK_TOKEN_"),
             webhook_secret=Secret(secret) if secret else None,

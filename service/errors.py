@@ -52,6 +52,29 @@ class AuthFailed(ServiceError):
     code, status, default_message = 8, 401, "authentication failed"
 
 
+class NotAllowed(ServiceError):
+    """Code 9: a valid API key without the scope this operation needs."""
+
+    code, status, default_message = 9, 403, "this API key may not do this"
+
+
+class KeyDisabled(ServiceError):
+    """Code 14: an API key listed in DLR_API_KEYS_DISABLED."""
+
+    code, status, default_message = 14, 403, "this API key is disabled"
+
+
+class RateLimited(ServiceError):
+    """Code 30: past DLR_RATE_LIMIT for this key; `Retry-After` says when the next request may go."""
+
+    code, status, default_message = 30, 429, "rate limit exceeded"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        # Whole seconds, rounded up: a client waiting this long finds a token in the bucket.
+        seconds = max(1, int(-(-retry_after // 1)))
+        super().__init__(message, {"retry_after": seconds}, {"Retry-After": str(seconds)})
+
+
 class Unavailable(ServiceError):
     code, status, default_message = 10, 503, "could not save: the database is unavailable, retry later"
     retry_after = 5

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 dialect: ContextVar[str | None] = ContextVar("dialect", default=None)
 message_id: ContextVar[str | None] = ContextVar("message_id", default=None)
+api_key: ContextVar[str | None] = ContextVar("api_key", default=None)  # the key's name, never the key
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +22,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name, var in (("request_id", request_id), ("dialect", dialect), ("message_id", message_id)):
+        for name, var in (
+            ("request_id", request_id),
+            ("dialect", dialect),
+            ("message_id", message_id),
+            ("api_key", api_key),
+        ):
             value = var.get()
             if value is not None:
                 entry[name] = value

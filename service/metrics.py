@@ -108,7 +108,11 @@ DB_ERRORS = Counter(
 )
 AUTH_FAILURES = Counter(
     "dlr_auth_failures_total", "Requests refused for missing or wrong credentials, by kind", ["kind"]
-)  # kind: webhook, api_key
+)  # kind: webhook, signature, api_key, scope (code 9), disabled (code 14)
+API_REQUESTS = Counter("dlr_api_requests_total", "API requests let through, by API key name (DLR_API_KEYS)", ["key"])
+RATE_LIMITED = Counter(
+    "dlr_rate_limited_total", "API requests refused by DLR_RATE_LIMIT (code 30), by API key name", ["key"]
+)
 EVENTS = Counter(
     "dlr_events_total",
     "Change events committed to the event feed, by source (a dialect, sweep, registration)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from service.access import TokenBuckets
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.feed import ChangeSignal
@@ -20,5 +21,6 @@ class Services:
     campaign_stats: CampaignStatsCache
     schema_head: str  # the migration revision this code expects
     changes: ChangeSignal  # wakes this process's long-polling feed readers when it commits a change
+    rate_limits: TokenBuckets | None = None  # DLR_RATE_LIMIT's buckets, one per API key name, this process
     draining: bool = False  # a stop signal arrived: not ready, but still finishing requests
     shutting_down: bool = False  # the requests are done: the pool is closing

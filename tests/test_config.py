@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.access import ALL_SCOPES
 from service.config import Secret, Settings, SettingsError
 from tests.processes import command
 
@@ -17,7 +18,7 @@ def test_defaults_match_the_design() -> None:
     s = Settings.from_env({}, env_file=None)
     assert (s.database_url, s.host, s.port, s.lifetime, s.sweep_interval) == (None, "127.0.0.1", 8080, 86400, 30.0)
     assert (s.api_keys, s.webhook_token, s.web_concurrency, s.log_level, s.log_format) == (
-        frozenset(),
+        (),
         None,
         1,
         "info",
@@ -41,7 +42,10 @@ def test_values_tokens_and_secrets_are_read() -> None:
     }
     s = Settings.from_env(env, env_file=None)
     assert s.port == 9000
-    assert s.api_keys == frozenset({Secret("k1"), Secret("k2")})
+    assert [(k.name, k.key, k.scopes) for k in s.api_keys] == [
+        ("key-1", Secret("k1"), ALL_SCOPES),
+        ("key-2", Secret("k2"), ALL_SCOPES),
+    ]
     assert s.token_for("kannel") == Secret("tk")
     assert s.token_for("generic") == Secret("t")
     assert s.webhook_secrets == {"twilio": Secret("tw")}
@@ -110,7 +114,7 @@ def test_api_keys_set_to_no_key_stop_the_start(value: str) -> None:
     API to anyone); unset or empty it means an open API."""
     with pytest.raises(SettingsError, match="DLR_API_KEYS is set but holds no key"):
         Settings.from_env({"DLR_API_KEYS": value}, env_file=None)
-    assert Settings.from_env({"DLR_API_KEYS": ""}, env_file=None).api_keys == frozenset()
+    assert Settings.from_env({"DLR_API_KEYS": ""}, env_file=None).api_keys == ()
 
 
 @pytest.mark.parametrize("command_name", ["serve", "migrate"])

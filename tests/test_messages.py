@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from starlette.testclient import TestClient
 
+from service.access import parse_api_keys
 from service.app import create_app
 from service.config import Secret, Settings
 from tests.conftest import fetch, make_settings
@@ -265,7 +266,7 @@ def test_unknown_read_parameters_are_refused(client: TestClient, method: str, pa
 def test_the_api_key_parameter_is_known_wherever_keys_are_read(settings: Settings) -> None:
     """`apiKey=` is a parameter of every endpoint that reads API keys, next to its own ones; an unknown
     parameter is refused only once the caller is authenticated (401 first)."""
-    keyed = replace(settings, api_keys=frozenset({Secret("k1")}))
+    keyed = replace(settings, api_keys=parse_api_keys("k1"))
     with TestClient(create_app(keyed)) as client:
         client.post("/dlr/generic", json={"id": "m1", "status": "ACCEPTD", "campaign": "c"})
         for path in ("/messages/m1", "/messages/m1/history", "/messages?ids=m1", "/messages?limit=1", "/campaigns/c"):
@@ -293,7 +294,7 @@ def test_an_id_ending_in_history_is_read_by_its_encoded_path(client: TestClient)
 
 def test_api_keys_guard_reads_and_registration(settings: Settings) -> None:
     """With DLR_API_KEYS set, reads and registration need a key (Bearer or apiKey=), ingest does not."""
-    keyed = replace(settings, api_keys=frozenset({Secret("k1"), Secret("k2")}))
+    keyed = replace(settings, api_keys=parse_api_keys("k1,k2"))
     with TestClient(create_app(keyed)) as client:
         assert client.post("/dlr/generic", json={"id": "k", "status": "ACCEPTD"}).status_code == 200
         for method, path in [
@@ -422,17 +423,16 @@ def test_campaign_statistics_are_at_most_ttl_old(settings: Settings) -> None:
 
 def test_openapi_states_the_credentials_each_endpoint_takes(settings: Settings) -> None:
     """With keys and a token configured, /openapi.json says so per operation: an API key (bearer or `apiKey=`)
-    for the API, the webhook token (bearer or `token=`) for every sender's path, none for the operational
-    endpoints; unconfigured, the operations are open (`{}`), as they are."""
+    with the scope the operation needs for the API, the webhook token (bearer or `token=`) for every sender's
+    path, none for the operational endpoints; unconfigured, the operations are open (`{}`), as they are."""
     from dataclasses import replace
 
-    from service.config import Secret
-
-    secured = replace(settings, api_keys=frozenset({Secret("k")}), webhook_token=Secret("t"))
+    secured = replace(settings, api_keys=parse_api_keys("k"), webhook_token=Secret("t"))
     with TestClient(create_app(secured)) as client:
         paths = client.get("/openapi.json").json()["paths"]
-    assert paths["/messages/{id}"]["get"]["security"] == [{"apiKey": []}, {"apiKeyParameter": []}]
-    assert paths["/messages"]["post"]["security"] == [{"apiKey": []}, {"apiKeyParameter": []}]
+    assert paths["/messages/{id}"]["get"]["security"] == [{"apiKey": ["read"]}, {"apiKeyParameter": ["read"]}]
+    assert paths["/messages"]["post"]["security"] == [{"apiKey": ["register"]}, {"apiKeyParameter": ["register"]}]
+    assert paths["/quarantine"]["get"]["x-scope"] == "admin"
     assert paths["/dlr/kannel"]["post"]["security"] == [{"webhookToken": []}, {"webhookTokenParameter": []}]
     assert paths["/healthz"]["get"]["security"] == []
     with TestClient(create_app(settings)) as client:

@@ -10,11 +10,12 @@ from service.errors import NotFound, database_errors
 from service.http.envelope import ok
 from service.http.messages import path_id
 from service.http.requests import read_query, state
+from service.http.scopes import scope_of
 
 
 async def get_campaign(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     read_query(request)
     campaign = path_id(request, "campaign", "campaign")
     async with database_errors("read"):

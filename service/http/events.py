@@ -15,6 +15,7 @@ from service.feed import POLL_SECONDS
 from service.http import views
 from service.http.envelope import ok
 from service.http.requests import page_limit, read_query, state
+from service.http.scopes import scope_of
 from service.services import Services
 from service.store import Connection
 from service.store import events as feed
@@ -48,7 +49,7 @@ def _wait(value: Any) -> float | None:
 
 async def list_events(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     params = read_query(request, PARAMETERS)
     f = fields.FieldErrors()
     campaign = f.read(params, "campaign", fields.text)

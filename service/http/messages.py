@@ -17,6 +17,7 @@ from service.errors import BadPayload, LimitExceeded, MissingFields, NotFound, R
 from service.http import views
 from service.http.envelope import batch_answer, ok
 from service.http.requests import page_limit, read_query, read_request_body, state
+from service.http.scopes import scope_of
 from service.ledger import REGISTRATION, RegistrationDecision
 from service.payloads import JSON, RequestParts, decode_request, media_type, unsupported_content_type
 from service.reports import Registration
@@ -33,7 +34,7 @@ MAX_PAGE = 1000
 
 async def register(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     read_query(request)  # the body says it all: a query parameter would be ignored, so it is refused
     parts = RequestParts(
         "POST",
@@ -124,7 +125,7 @@ def path_id(request: Request, name: str, what: str) -> str:
 
 async def get_one(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     read_query(request)
     message_id = path_id(request, "id", "message")
     async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
@@ -136,7 +137,7 @@ async def get_one(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     read_query(request)
     message_id = path_id(request, "id", "message")
     async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
@@ -149,7 +150,7 @@ async def history(request: Request) -> Response:
 
 async def list_or_many(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     params = read_query(request, PAGE_PARAMETERS, repeatable=("ids",))
     if "ids" in params:
         mixed = [name for name in PAGE_PARAMETERS if params.get(name, "") != ""]

@@ -15,6 +15,7 @@ from service import __version__, fields
 from service import field_schemas as schemas
 from service.dialects import DIALECTS, Dialect
 from service.http import messages
+from service.http.scopes import ROUTE_SCOPES
 from service.payloads import FORM, JSON, TEXT
 from service.statuses import Status
 
@@ -291,21 +292,37 @@ def build(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -
     }
 
 
-OPERATIONAL = ("/healthz", "/readyz", "/metrics")
+OPERATIONAL = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 def _secure(paths: dict[str, Any], api_keys: bool, webhook_token: bool) -> None:
-    """Each operation's credentials, as this service is configured: an API key (bearer or `apiKey=`) for the
-    API, the webhook token (bearer or `token=`) for `/dlr/*`, nothing for the operational endpoints. Where
-    none is configured the operation is open (`{}`): the document says what this deployment asks for."""
-    api: list[dict[str, list[str]]] = [{"apiKey": []}, {"apiKeyParameter": []}] if api_keys else [{}]
+    """Each operation's credentials, as this service is configured: an API key (bearer or `apiKey=`) with the
+    scope the operation needs (`http/scopes.ROUTE_SCOPES`, listed as the requirement's role, as OpenAPI 3.1
+    allows, and as `x-scope`) for the API, the webhook token (bearer or `token=`) for `/dlr/*`, nothing for
+    the operational endpoints. Where none is configured the operation is open (`{}`): the document says what
+    this deployment asks for."""
     ingest: list[dict[str, list[str]]] = (
         [{"webhookToken": []}, {"webhookTokenParameter": []}] if webhook_token else [{}]
     )
     for path, item in paths.items():
-        security = [] if path in OPERATIONAL else ingest if path.startswith("/dlr/") else api
-        for operation in item.values():
-            operation["security"] = security
+        for method, operation in item.items():
+            if path in OPERATIONAL:
+                operation["security"] = []
+            elif path.startswith("/dlr/"):
+                operation["security"] = ingest
+            else:
+                scope = ROUTE_SCOPES[method.upper(), _ROUTE_TEMPLATES.get(path, path)]
+                operation["x-scope"] = str(scope)
+                role = [str(scope)]
+                operation["security"] = [{"apiKey": role}, {"apiKeyParameter": role}] if api_keys else [{}]
+
+
+# The document's paths where they are written differently from the routes' templates.
+_ROUTE_TEMPLATES = {
+    "/messages/{id}": "/messages/{id:anything}",
+    "/messages/{id}/history": "/messages/{id:anything}/history",
+    "/campaigns/{campaign}": "/campaigns/{campaign:anything}",
+}
 
 
 @cache

@@ -15,6 +15,7 @@ from service.http import views
 from service.http.envelope import ok
 from service.http.ingest import dialect_for
 from service.http.requests import page_limit, read_query, state
+from service.http.scopes import scope_of
 from service.payloads import BatchTooLarge, RequestParts
 from service.reports import IncomingReport
 from service.writer import record
@@ -25,7 +26,7 @@ MAX_PAGE = 1000
 
 async def list_quarantine(request: Request) -> Response:
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     params = read_query(request, ("dialect", "limit", "cursor"))
     f = fields.FieldErrors()
     dialect = f.read(params, "dialect", fields.text)
@@ -56,7 +57,7 @@ async def replay(request: Request) -> Response:
     The apply and the removal share one transaction: a replay is never half-done.
     """
     app = state(request)
-    require_api_key(request, app.settings.api_keys)
+    require_api_key(request, app, scope_of(request))
     read_query(request)
     raw_id = request.path_params["id"]
     try:

@@ -30,6 +30,7 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from service.access import parse_api_keys
 from service.app import create_app
 from service.auth import standard_webhook_signature, whsec_key
 from service.config import Secret, Settings
@@ -60,7 +61,7 @@ def secure(settings: Settings) -> Settings:
         settings,
         webhook_token=Secret(TOKEN),
         webhook_tokens={"kannel": Secret(KANNEL_TOKEN)},
-        api_keys=frozenset(Secret(k) for k in API_KEYS),
+        api_keys=parse_api_keys(",".join(API_KEYS)),
         webhook_secret=Secret(WHSEC),
         webhook_secrets={name: Secret(value) for name, value in OWN_SECRETS.items()},
         sweep_interval=86400,

@@ -1,0 +1,28 @@
+"""The scope each API operation needs, by (method, route): the handlers' checks and /openapi.json both read it.
+
+`HEAD` is answered by a route's `GET` and needs what it needs. Operational endpoints (/healthz, /readyz,
+/metrics) and `/dlr/*` (webhook tokens and signatures) take no API key and are not listed.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from service.access import Scope
+
+ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
+    ("GET", "/messages"): Scope.READ,
+    ("POST", "/messages"): Scope.REGISTER,
+    ("GET", "/messages/{id:anything}"): Scope.READ,
+    ("GET", "/messages/{id:anything}/history"): Scope.READ,
+    ("GET", "/campaigns/{campaign:anything}"): Scope.READ,
+    ("GET", "/events"): Scope.READ,
+    ("GET", "/quarantine"): Scope.ADMIN,
+    ("POST", "/quarantine/{id}/replay"): Scope.ADMIN,
+}
+
+
+def scope_of(request: Request) -> Scope:
+    """The scope of the route and method this request was routed to."""
+    method = "GET" if request.method == "HEAD" else request.method
+    return ROUTE_SCOPES[method, request.scope["route"].path]
