@@ -189,6 +189,8 @@ def create_app(settings: Settings) -> Starlette:
             duty=settings.sweep_duty,
             timeout=settings.db_timeout,
             event_retention=settings.event_retention,
+            retention=settings.retention,
+            lifetime=settings.lifetime,
             changes=changes,
         )
         sweeper.start()

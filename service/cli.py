@@ -88,6 +88,8 @@ def sweep(settings: Settings) -> None:
                 duty=settings.sweep_duty,
                 timeout=settings.db_timeout,
                 event_retention=settings.event_retention,
+                retention=settings.retention,
+                lifetime=settings.lifetime,
             )
             return await sweeper.run_pass()
         finally:

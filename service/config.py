@@ -104,6 +104,7 @@ class Settings:
     campaign_stats_ttl: float = 5.0
     writers: int = 2
     event_retention: float = 7 * 86400.0  # seconds the event feed keeps an event
+    retention: float = 90 * 86400.0  # seconds a final message (and a quarantined payload) is kept; 0: forever
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -206,6 +207,7 @@ class Settings:
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
             event_retention=duration("DLR_EVENT_RETENTION", "7d", 1),
+            retention=duration("DLR_RETENTION", "90d", 0),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -109,6 +109,11 @@ DB_ERRORS = Counter(
 AUTH_FAILURES = Counter(
     "dlr_auth_failures_total", "Requests refused for missing or wrong credentials, by kind", ["kind"]
 )  # kind: webhook, signature, api_key, scope (code 9), disabled (code 14)
+RETENTION_PRUNED = Counter(
+    "dlr_retention_pruned_total",
+    "Rows deleted past DLR_RETENTION, by what (messages, with their history; quarantine)",
+    ["what"],
+)
 API_REQUESTS = Counter("dlr_api_requests_total", "API requests let through, by API key name (DLR_API_KEYS)", ["key"])
 RATE_LIMITED = Counter(
     "dlr_rate_limited_total", "API requests refused by DLR_RATE_LIMIT (code 30), by API key name", ["key"]

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -22,6 +23,7 @@ from service.feed import ChangeSignal
 from service.ledger import SWEEP
 from service.statuses import Status
 from service.store import events as feed
+from service.store import retention
 
 logger = logging.getLogger("dlr_tracker.sweeper")
 
@@ -36,6 +38,8 @@ class ExpirySweeper:
         timeout: float,
         duty: float = 0.5,
         event_retention: float | None = None,
+        retention: float = 0.0,
+        lifetime: float = 86400.0,
         changes: ChangeSignal | None = None,
     ) -> None:
         self._pool = pool
@@ -45,7 +49,12 @@ class ExpirySweeper:
         self._interval = interval
         self._batch_size = batch_size
         self._timeout = timeout
+        # No event outlives DLR_RETENTION: the feed never serves a message that retention deleted.
+        if retention and event_retention is not None:
+            event_retention = min(event_retention, retention)
         self._event_retention = event_retention
+        self._retention = retention  # seconds a final message is kept; 0 keeps everything
+        self._lifetime = lifetime
         self._changes = changes
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -71,7 +80,11 @@ class ExpirySweeper:
             if self._rest:
                 await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)
         if self._event_retention is not None:
-            await self._prune_events(now - timedelta(seconds=self._event_retention))
+            before = now - timedelta(seconds=self._event_retention)
+            pruned = await self._in_steps(lambda conn: feed.prune(conn, before, self._batch_size))
+            metrics.EVENTS_PRUNED.inc(pruned)
+        if self._retention:
+            await self._prune_past_retention(now - timedelta(seconds=self._retention))
         async with self._pool.acquire(timeout=self._timeout) as conn:
             metrics.OPEN_MESSAGES.set(await store.count_open(conn))
             oldest = await feed.oldest_time(conn)
@@ -79,17 +92,32 @@ class ExpirySweeper:
         metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
         return resolved
 
-    async def _prune_events(self, before: datetime) -> None:
-        """Delete the feed's events past their retention in small steps, resting like the sweep does."""
+    async def _prune_past_retention(self, cutoff: datetime) -> None:
+        """Messages final for longer than DLR_RETENTION (with their history), and quarantined payloads."""
+        sent_before = cutoff - timedelta(seconds=self._lifetime)
+        messages = await self._in_steps(
+            lambda conn: retention.prune_messages(conn, cutoff, sent_before, self._batch_size)
+        )
+        quarantined = await self._in_steps(lambda conn: retention.prune_quarantine(conn, cutoff, self._batch_size))
+        metrics.child(metrics.RETENTION_PRUNED, "messages").inc(messages)
+        metrics.child(metrics.RETENTION_PRUNED, "quarantine").inc(quarantined)
+        if messages or quarantined:
+            logger.info("retention: deleted %d messages and %d quarantined payloads", messages, quarantined)
+
+    async def _in_steps(self, step: Callable[[store.Connection], Awaitable[int]]) -> int:
+        """Run a pruning step (at most a batch of rows, its own transaction) until it finds less than a full
+        batch, resting between steps like the sweep does; the rows deleted in all."""
+        total = 0
         while not self._stop.is_set():
             step_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                pruned = await feed.prune(conn, before, self._batch_size)
-            metrics.EVENTS_PRUNED.inc(pruned)
-            if pruned < self._batch_size:
-                return
+                done = await step(conn)
+            total += done
+            if done < self._batch_size:
+                break
             if self._rest:
                 await asyncio.sleep((time.perf_counter() - step_started) * self._rest)
+        return total
 
     async def run_forever(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,93 @@
+"""DLR_RETENTION: a sweep pass deletes messages final for longer than it, with their history and the senders'
+event ids they kept, and quarantined payloads older than it; open messages never; `0` keeps everything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from service.config import Settings, SettingsError
+from tests.conftest import fetch
+from tests.processes import command
+
+AGED = [
+    # final 95 days ago, sent 100 days ago: past a 90-day retention
+    "UPDATE messages SET sent_at = now() - interval '100 days', final_at = now() - interval '95 days',"
+    " expires_at = now() - interval '99 days' WHERE id = 'old'",
+    # final 95 days ago but sent 95.5 days ago: past it too (the lifetime is one day)
+    "UPDATE messages SET sent_at = now() - interval '95.5 days', final_at = now() - interval '95 days',"
+    " expires_at = now() - interval '94.5 days' WHERE id = 'old-late'",
+    # final 80 days ago: kept
+    "UPDATE messages SET sent_at = now() - interval '81 days', final_at = now() - interval '80 days',"
+    " expires_at = now() - interval '80 days' WHERE id = 'recent'",
+    # sent 100 days ago and still open (its deadline moved by a registration): never deleted
+    "UPDATE messages SET sent_at = now() - interval '100 days', expires_at = now() + interval '1 day'"
+    " WHERE id = 'open'",
+    "UPDATE quarantine SET received_at = now() - interval '91 days' WHERE id = 1",
+]
+
+
+def _seed(client: TestClient, db: str) -> None:
+    for message_id in ("old", "old-late", "recent"):
+        event = {
+            "eventId": f"ev-{message_id}",
+            "eventType": "sms-delivery-report",
+            "data": {"messageId": message_id, "status": "DELIVRD"},
+        }
+        assert client.post("/dlr/mobizon", json=event).json()["code"] == 0
+    client.post("/messages", json={"id": "open"})
+    for _ in range(2):
+        client.post("/dlr/generic", data={"id": "q", "status": "NOT-A-STATUS"})  # quarantined
+    _age(db)
+
+
+def _age(db: str) -> None:
+    """The clock cannot be moved back 100 days: the rows are aged instead."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            for statement in AGED:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _sweep(db: str, retention: str) -> None:
+    env = {**os.environ, "DATABASE_URL": db, "DLR_RETENTION": retention}
+    swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
+    assert swept.returncode == 0, swept.stderr
+
+
+def test_a_sweep_pass_deletes_what_is_past_retention_and_nothing_else(client: TestClient, db: str) -> None:
+    _seed(client, db)
+    _sweep(db, "90d")
+    ids = {r["id"] for r in fetch(db, "SELECT id FROM messages")}
+    assert ids == {"recent", "open"}
+    assert {r["message_id"] for r in fetch(db, "SELECT DISTINCT message_id FROM history")} == {"recent"}
+    assert {r["event_id"] for r in fetch(db, "SELECT event_id FROM sender_events")} == {"ev-recent"}
+    assert [r["id"] for r in fetch(db, "SELECT id FROM quarantine ORDER BY id")] == [2]
+    assert client.get("/messages/old").json()["code"] == 2
+
+
+def test_retention_zero_keeps_everything(client: TestClient, db: str) -> None:
+    _seed(client, db)
+    _sweep(db, "0")
+    assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {"old", "old-late", "recent", "open"}
+    assert len(fetch(db, "SELECT id FROM quarantine")) == 2
+
+
+def test_retention_is_read_and_a_malformed_one_stops_the_start() -> None:
+    assert Settings.from_env({}, env_file=None).retention == 90 * 86400
+    assert Settings.from_env({"DLR_RETENTION": "0"}, env_file=None).retention == 0
+    assert Settings.from_env({"DLR_RETENTION": "30d"}, env_file=None).retention == 30 * 86400
+    for bad in ("90 days", "-1d", "forever"):
+        with pytest.raises(SettingsError, match="DLR_RETENTION"):
+            Settings.from_env({"DLR_RETENTION": bad}, env_file=None)
