@@ -28,7 +28,7 @@ class Answer:
 class Receiver:
     """`answer(n)` decides the answer to the n-th request (from 0); every request is kept in `received`."""
 
-    def __init__(self, answer: Callable[[int], Answer] | None = None) -> None:
+    def __init__(self, answer: Callable[[int], Answer] | None = None, port: int = 0) -> None:
         self.answer = answer or (lambda n: Answer())
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -57,7 +57,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -73,8 +73,8 @@ class Receiver:
 
 
 @contextmanager
-def receiving(answer: Callable[[int], Answer] | None = None) -> Iterator[Receiver]:
-    receiver = Receiver(answer)
+def receiving(answer: Callable[[int], Answer] | None = None, port: int = 0) -> Iterator[Receiver]:
+    receiver = Receiver(answer, port)
     receiver.thread.start()
     try:
         yield receiver

@@ -319,8 +319,10 @@ async def replay(request: Request) -> Response:
     event_ids = f.read(data, "event_ids", _event_ids)
     if f:
         raise f.refusal()
-    if (since is None) == (event_ids is None):
-        raise MissingFields({"since": "give since or event_ids (one of them)", "event_ids": "or this"})
+    if since is None and event_ids is None:
+        raise MissingFields({"since": "give since or event_ids", "event_ids": "or this"})
+    if since is not None and event_ids is not None:
+        raise BadPayload({"event_ids": "give since or event_ids, not both"})
     async with (
         database_errors("replay"),
         app.pool.acquire(timeout=app.settings.db_timeout) as conn,
