@@ -206,7 +206,7 @@ def create_app(settings: Settings) -> Starlette:
             changes=changes,
         )
         sweeper.start()
-        dispatcher = SubscriptionDispatcher(pool, settings, changes)
+        dispatcher = SubscriptionDispatcher(pool, settings)
         dispatcher.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:

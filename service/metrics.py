@@ -159,3 +159,6 @@ SUBSCRIPTIONS_DISABLED = Gauge(
     "Subscriptions disabled (410 Gone, failing too long, or by PATCH)",
     multiprocess_mode="max",
 )
+DELIVERIES_PRUNED = Counter(
+    "dlr_webhook_deliveries_pruned_total", "Finished deliveries deleted past DLR_EVENT_RETENTION"
+)

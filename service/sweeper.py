@@ -13,6 +13,7 @@ import random
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -22,6 +23,7 @@ from service.feed import ChangeSignal
 from service.ledger import SWEEP
 from service.statuses import Status
 from service.store import events as feed
+from service.store import subscriptions
 
 logger = logging.getLogger("dlr_tracker.sweeper")
 
@@ -80,12 +82,20 @@ class ExpirySweeper:
         return resolved
 
     async def _prune_events(self, before: datetime) -> None:
-        """Delete the feed's events past their retention in small steps, resting like the sweep does."""
+        """Delete the feed's events past their retention in small steps, resting like the sweep does; then the
+        subscriptions' finished deliveries as old (a delivery keeps its body: they are the feed's events too)."""
+        for prune, counter in (
+            (feed.prune, metrics.EVENTS_PRUNED),
+            (subscriptions.prune_deliveries, metrics.DELIVERIES_PRUNED),
+        ):
+            await self._prune(prune, counter, before)
+
+    async def _prune(self, prune: Any, counter: Any, before: datetime) -> None:
         while not self._stop.is_set():
             step_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                pruned = await feed.prune(conn, before, self._batch_size)
-            metrics.EVENTS_PRUNED.inc(pruned)
+                pruned = await prune(conn, before, self._batch_size)
+            counter.inc(pruned)
             if pruned < self._batch_size:
                 return
             if self._rest:

@@ -184,7 +184,14 @@ SUBSCRIPTION_FILTER = {
 # http(s), a host, no credentials or fragment; whether the host resolves to a global address is checked when
 # it is registered (state, not shape).
 SUBSCRIPTION_URL = {"type": "string", "maxLength": 2000, "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"}
-WHSEC = {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"}
+# whsec_ + base64 of 24 to 64 bytes (signing.secret_problem): 8 to 21 groups of four, then the padded tail.
+_B64 = "[A-Za-z0-9+/]"
+WHSEC = {
+    "type": "string",
+    "pattern": (
+        f"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+    ),
+}
 SUBSCRIPTION = {
     "type": "object",
     "properties": {
@@ -346,7 +353,7 @@ def _subscriptions() -> dict[str, Any]:
                                             "event_ids": {
                                                 "type": "array",
                                                 "minItems": 1,
-                                                "maxItems": 1000,
+                                                "maxItems": 100,
                                                 "items": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,19}$"},
                                             }
                                         },

@@ -27,7 +27,7 @@ from service.subscriptions.policy import STATES
 from service.subscriptions.sealing import seal
 
 MAX_DESCRIPTION = 1000
-MAX_EVENT_IDS = 1000
+MAX_EVENT_IDS = 100
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
 CREATE_FIELDS = ("url", "description", "filter", "secret")
 PATCH_FIELDS = ("url", "description", "filter", "enabled")

@@ -285,3 +285,23 @@ async def backlog(conn: Connection) -> list[asyncpg.Record]:
         GROUP BY s.id ORDER BY s.id
         """
     )
+
+
+async def prune_deliveries(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` finished (delivered or failed) deliveries last touched before `before`. SKIP
+    LOCKED: replicas pruning at once take different rows, and a delivery being replayed is left alone."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH doomed AS (
+                SELECT id FROM deliveries WHERE state <> 'pending' AND updated_at < $1
+                LIMIT $2 FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM deliveries AS d USING doomed WHERE d.id = doomed.id RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )
