@@ -207,7 +207,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         sweeper.start()
         dispatcher = SubscriptionDispatcher(pool, settings)
-        dispatcher.start()
+        if settings.subscription_dispatch:
+            dispatcher.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")

@@ -121,6 +121,7 @@ class Settings:
     subscription_allow_private: bool = False
     delivery_concurrency: int = 64  # deliveries in flight in one process, all subscribers together
     delivery_concurrency_per_subscription: int = 8
+    subscription_dispatch: bool = True  # off: this process serves the API but delivers nothing (other replicas do)
     # The key that encrypts subscription secrets at rest (DLR_SUBSCRIPTION_KEY); None: stored as they are.
     subscription_key: Secret | None = None
 
@@ -253,6 +254,7 @@ class Settings:
                 number("DLR_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", 8, int, 1, 1000)
             ),
             subscription_key=Secret(subscription_key) if subscription_key else None,
+            subscription_dispatch=choice("DLR_SUBSCRIPTION_DISPATCH", "on", ("on", "off")) == "on",
         )
 
     def token_for(self, dialect: str) -> Secret | None:

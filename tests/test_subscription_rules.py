@@ -61,6 +61,21 @@ def test_retry_after(header: str | None, seconds: float | None) -> None:
     assert policy.retry_after(header, NOW) == seconds
 
 
+@pytest.mark.parametrize(
+    ("secret", "ok"),
+    [
+        ("whsec_" + "A" * 32, True),
+        ("whsec_" + "A" * 32 + "==", False),  # padding after a whole secret
+        ("whsec_" + "A" * 31, False),
+        ("whsec_" + "A" * 28, False),  # 21 bytes: too short
+        ("whsec_" + "A" * 88, False),  # 66 bytes: too long
+        ("secret_" + "A" * 32, False),
+    ],
+)
+def test_chosen_secrets(secret: str, ok: bool) -> None:
+    assert (signing.secret_problem(secret) is None) == ok
+
+
 def test_headers_verify_with_standardwebhooks_and_both_secrets_during_rotation() -> None:
     old, new = signing.new_secret(), signing.new_secret()
     body = b'{"type":"message.status_changed","data":{"id":"m1"}}'
@@ -133,6 +148,7 @@ def test_configuration_defaults() -> None:
         ("DLR_DELIVERY_TIMEOUT", "0"),
         ("DLR_DELIVERY_TIMEOUT", "15s"),
         ("DLR_SUBSCRIPTION_KEY", "short"),
+        ("DLR_SUBSCRIPTION_DISPATCH", "no"),
     ],
 )
 def test_malformed_values_stop_the_start_naming_the_variable(name: str, value: str) -> None:

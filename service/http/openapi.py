@@ -17,6 +17,7 @@ from service.dialects import DIALECTS, Dialect
 from service.http import messages
 from service.payloads import FORM, JSON, TEXT
 from service.statuses import Status
+from service.subscriptions.model import MAX_CAMPAIGNS
 
 STATUS = {"type": "string", "enum": [s.value for s in Status]}
 NULL_STR = {"type": ["string", "null"]}
@@ -176,7 +177,7 @@ SUBSCRIPTION_FILTER = {
         "campaigns": {
             "type": ["array", "null"],
             "minItems": 1,
-            "maxItems": 100,
+            "maxItems": MAX_CAMPAIGNS,
             "items": {"type": "string", "minLength": 1, "maxLength": fields.MAX_TEXT, "pattern": schemas.NUL_FREE},
         },
     },

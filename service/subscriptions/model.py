@@ -9,7 +9,7 @@ from service import fields
 from service.statuses import Status
 from service.store.events import FeedEvent
 
-MAX_CAMPAIGNS = 100
+MAX_CAMPAIGNS = 20
 FILTER_KEYS = ("final", "statuses", "campaigns")
 
 

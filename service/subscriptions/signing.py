@@ -30,10 +30,13 @@ def secret_problem(value: str) -> str | None:
     """What is wrong with a secret a client chose, or None."""
     if not value.startswith(PREFIX):
         return "must be whsec_ followed by base64"
+    encoded = value.removeprefix(PREFIX)
     try:
-        key = base64.b64decode(value.removeprefix(PREFIX), validate=True)
+        key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return "must be whsec_ followed by base64"
+    if base64.b64encode(key).decode() != encoded:  # stray padding the decoder would skip: not one secret, several
+        return "must be whsec_ followed by base64 (padded, nothing after the padding)"
     if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
         return f"must hold {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes (base64 after whsec_)"
     return None
