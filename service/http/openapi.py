@@ -240,7 +240,7 @@ def _subscriptions() -> dict[str, Any]:
                                     "url": SUBSCRIPTION_URL,
                                     "description": description,
                                     "filter": SUBSCRIPTION_FILTER,
-                                    "secret": WHSEC,
+                                    "secret": {"anyOf": [WHSEC, {"type": "null"}]},
                                 },
                             }
                         }
@@ -305,7 +305,11 @@ def _subscriptions() -> dict[str, Any]:
                     "required": False,
                     "content": {
                         JSON: {
-                            "schema": {"type": "object", "additionalProperties": False, "properties": {"secret": WHSEC}}
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"secret": {"anyOf": [WHSEC, {"type": "null"}]}},
+                            }
                         }
                     },
                 },
