@@ -1,8 +1,8 @@
 """Subscriptions and their deliveries: feed events pushed to subscribers' URLs.
 
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-08
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-01
 
 Ingest writes nothing here: a subscription reads the event feed after its own cursor (`cursor_tx`,
 `cursor_position`: the feed's gap-free (tx, position) pair, starting at the feed's present when it is
@@ -15,8 +15,8 @@ process died is retried by any process once it passes (at least once).
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
