@@ -26,10 +26,11 @@ from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
 from service.feed import ChangeSignal
-from service.http import campaigns, events, ingest, messages, ops, quarantine
+from service.http import campaigns, events, ingest, messages, ops, quarantine, subscriptions
 from service.http.envelope import http_error, service_error, unexpected_error
 from service.http.request_ids import request_id_from
 from service.services import Services
+from service.subscriptions.dispatch import SubscriptionDispatcher
 from service.sweeper import ExpirySweeper
 from service.writer import ReportWriter
 
@@ -194,6 +195,9 @@ def create_app(settings: Settings) -> Starlette:
             changes=changes,
         )
         sweeper.start()
+        dispatcher = SubscriptionDispatcher(pool, settings)
+        if settings.subscription_dispatch:
+            dispatcher.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
@@ -207,6 +211,7 @@ def create_app(settings: Settings) -> Starlette:
             services.draining = services.shutting_down = True
             await writer.stop()
             await sweeper.stop()
+            await dispatcher.stop()
             pool_watch.cancel()
             await pool.close()
             metrics.worker_stopped()
@@ -220,6 +225,11 @@ def create_app(settings: Settings) -> Starlette:
         Route("/events", events.list_events, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
         Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
+        Route("/subscriptions", subscriptions.collection, methods=["GET", "POST"]),
+        Route("/subscriptions/{id}", subscriptions.one, methods=["GET", "PATCH", "DELETE"]),
+        Route("/subscriptions/{id}/rotate-secret", subscriptions.rotate_secret, methods=["POST"]),
+        Route("/subscriptions/{id}/deliveries", subscriptions.deliveries, methods=["GET"]),
+        Route("/subscriptions/{id}/replay", subscriptions.replay, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -61,6 +61,20 @@ def parse_duration(text: str) -> float | None:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_SCHEDULE_STEP = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,3})?$")
+MAX_SCHEDULE_STEP = 7 * 86400.0
+MAX_SCHEDULE_ATTEMPTS = 50
+
+
+def parse_schedule(text: str) -> tuple[float, ...] | None:
+    """`0,5,300` -> (0.0, 5.0, 300.0): seconds before each delivery attempt; None for anything else."""
+    steps = [step.strip() for step in text.split(",")]
+    if not 1 <= len(steps) <= MAX_SCHEDULE_ATTEMPTS or not all(_SCHEDULE_STEP.match(step) for step in steps):
+        return None
+    seconds = tuple(float(step) for step in steps)
+    return seconds if all(s <= MAX_SCHEDULE_STEP for s in seconds) else None
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -68,6 +82,9 @@ class SettingsError(ValueError):
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 
+
+# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (DESIGN "Subscriptions").
+DEFAULT_DELIVERY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 # Messages per sweep transaction: small, because ingest commits wait behind the WAL each batch writes.
 DEFAULT_SWEEP_BATCH = 250
@@ -105,6 +122,15 @@ class Settings:
     writers: int = 2
     event_retention: float = 7 * 86400.0  # seconds the event feed keeps an event
     retention: float = 90 * 86400.0  # seconds a final message (and a quarantined payload) is kept; 0: forever
+    delivery_timeout: float = 15.0  # seconds a subscriber has to answer one delivery
+    delivery_schedule: tuple[float, ...] = DEFAULT_DELIVERY_SCHEDULE
+    subscription_disable_after: float = 5 * 86400.0
+    subscription_allow_private: bool = False
+    delivery_concurrency: int = 64  # deliveries in flight in one process, all subscribers together
+    delivery_concurrency_per_subscription: int = 8
+    subscription_dispatch: bool = True  # off: this process serves the API but delivers nothing (other replicas do)
+    # The key that encrypts subscription secrets at rest (DLR_SUBSCRIPTION_KEY); None: stored as they are.
+    subscription_key: Secret | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -147,6 +173,29 @@ class Settings:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
             return value
 
+        def flag(name: str, default: str) -> bool:
+            return choice(name, default, ("true", "false")) == "true"
+
+        def schedule(name: str) -> tuple[float, ...]:
+            raw = text(name)
+            if raw is None:
+                return DEFAULT_DELIVERY_SCHEDULE
+            steps = parse_schedule(raw)
+            if steps is None:
+                raise SettingsError(
+                    f"{name} must be 1 to {MAX_SCHEDULE_ATTEMPTS} comma-separated seconds, each from 0 to "
+                    f"{MAX_SCHEDULE_STEP:g} (e.g. 0,5,300), got {raw!r}"
+                )
+            return steps
+
+        subscription_key = text("DLR_SUBSCRIPTION_KEY")
+        if subscription_key is not None:
+            # Lazy: the subscriptions package imports this module.
+            from service.subscriptions.sealing import key_problem
+
+            problem = key_problem(subscription_key)
+            if problem is not None:
+                raise SettingsError(f"DLR_SUBSCRIPTION_KEY {problem}")
         database_url = text("DATABASE_URL")
         token = text("DLR_WEBHOOK_TOKEN")
 
@@ -208,6 +257,16 @@ class Settings:
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
             event_retention=duration("DLR_EVENT_RETENTION", "7d", 1),
             retention=duration("DLR_RETENTION", "90d", 0),
+            delivery_timeout=number("DLR_DELIVERY_TIMEOUT", 15.0, float, 0.1, 300),
+            delivery_schedule=schedule("DLR_DELIVERY_SCHEDULE"),
+            subscription_disable_after=duration("DLR_SUBSCRIPTION_DISABLE_AFTER", "5d", 1),
+            subscription_allow_private=flag("DLR_SUBSCRIPTION_ALLOW_PRIVATE", "false"),
+            delivery_concurrency=int(number("DLR_DELIVERY_CONCURRENCY", 64, int, 1, 10_000)),
+            delivery_concurrency_per_subscription=int(
+                number("DLR_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", 8, int, 1, 1000)
+            ),
+            subscription_key=Secret(subscription_key) if subscription_key else None,
+            subscription_dispatch=choice("DLR_SUBSCRIPTION_DISPATCH", "on", ("on", "off")) == "on",
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -134,3 +134,40 @@ EVENT_OLDEST_AGE = Gauge(
     multiprocess_mode="max",
 )
 EVENTS_PRUNED = Counter("dlr_events_pruned_total", "Events deleted from the feed past DLR_EVENT_RETENTION")
+WEBHOOK_ATTEMPTS = Counter(
+    "dlr_webhook_attempts_total",
+    "Delivery attempts to subscribers, by outcome (2xx, 3xx, 4xx, 5xx, timeout, error)",
+    ["outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "dlr_webhook_deliveries_total",
+    "Deliveries that reached a final state, by state (delivered, failed)",
+    ["state"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "dlr_webhook_attempt_duration_seconds",
+    "Time a subscriber took to answer one delivery attempt (or to time out)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+WEBHOOK_QUEUED = Counter("dlr_webhook_events_queued_total", "Feed events queued as deliveries to subscribers")
+# Per subscription (the label is its id: as many as an admin creates), as of the dispatcher's last look.
+SUBSCRIPTION_BACKLOG = Gauge(
+    "dlr_subscription_backlog",
+    "Deliveries pending (queued or waiting for a retry), by subscription",
+    ["subscription"],
+    multiprocess_mode="max",
+)
+SUBSCRIPTION_OLDEST_PENDING = Gauge(
+    "dlr_subscription_oldest_pending_age_seconds",
+    "Age of the oldest pending delivery, by subscription (0: none pending)",
+    ["subscription"],
+    multiprocess_mode="max",
+)
+SUBSCRIPTIONS_DISABLED = Gauge(
+    "dlr_subscriptions_disabled",
+    "Subscriptions disabled (410 Gone, failing too long, or by PATCH)",
+    multiprocess_mode="max",
+)
+DELIVERIES_PRUNED = Counter(
+    "dlr_webhook_deliveries_pruned_total", "Finished deliveries deleted past DLR_EVENT_RETENTION"
+)

@@ -23,7 +23,7 @@ from service.feed import ChangeSignal
 from service.ledger import SWEEP
 from service.statuses import Status
 from service.store import events as feed
-from service.store import retention
+from service.store import retention, subscriptions
 
 logger = logging.getLogger("dlr_tracker.sweeper")
 
@@ -83,6 +83,9 @@ class ExpirySweeper:
             before = now - timedelta(seconds=self._event_retention)
             pruned = await self._in_steps(lambda conn: feed.prune(conn, before, self._batch_size))
             metrics.EVENTS_PRUNED.inc(pruned)
+            # The subscriptions' finished deliveries go as old: each keeps its body, a feed event too.
+            pruned = await self._in_steps(lambda conn: subscriptions.prune_deliveries(conn, before, self._batch_size))
+            metrics.DELIVERIES_PRUNED.inc(pruned)
         if self._retention:
             await self._prune_past_retention(now - timedelta(seconds=self._retention))
         async with self._pool.acquire(timeout=self._timeout) as conn:

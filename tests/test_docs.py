@@ -54,3 +54,29 @@ def test_readme_metrics_table_lists_every_metric_the_service_exports(client) -> 
     table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
     documented = {name.removesuffix("_total") for name in re.findall(r"^\| `(dlr_\w+)`", table, flags=re.M)}
     assert {name.removesuffix("_total") for name in exported} == documented
+
+
+def test_the_readme_receiver_verifies_signatures() -> None:
+    """The README's ten-line receiver runs as printed: a signed delivery is answered 204, a forged one 400."""
+    from datetime import UTC, datetime
+
+    from starlette.testclient import TestClient
+
+    from service.subscriptions import signing
+
+    readme = (REPO / "README.md").read_text()
+    code = readme.split("### Receive status webhooks", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    secret = signing.new_secret()
+    namespace: dict[str, object] = {}
+    exec(code.replace('"whsec_..."', repr(secret)), namespace)  # noqa: S102 - the README's own example
+    body = b'{"type":"message.status_changed","timestamp":"2026-01-01T00:00:00Z","data":{"id":"m1","status":"DELIVRD"}}'
+    headers = signing.headers("1-1", datetime.now(UTC), body, [secret])
+    with TestClient(namespace["app"]) as receiver:  # type: ignore[arg-type]
+        assert receiver.post("/dlr-status", content=body, headers=headers).status_code == 204
+        forged = {
+            **headers,
+            "webhook-signature": signing.headers("1-1", datetime.now(UTC), body, [signing.new_secret()])[
+                "webhook-signature"
+            ],
+        }
+        assert receiver.post("/dlr-status", content=body, headers=forged).status_code == 400

@@ -18,6 +18,7 @@ from service.http import messages
 from service.http.scopes import ROUTE_SCOPES
 from service.payloads import FORM, JSON, TEXT
 from service.statuses import Status
+from service.subscriptions.model import MAX_CAMPAIGNS
 
 STATUS = {"type": "string", "enum": [s.value for s in Status]}
 NULL_STR = {"type": ["string", "null"]}
@@ -168,6 +169,212 @@ EVENT = {
 }
 
 
+SUBSCRIPTION_FILTER = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "final": {"type": ["boolean", "null"]},
+        "statuses": {"type": ["array", "null"], "minItems": 1, "items": STATUS},
+        "campaigns": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "maxItems": MAX_CAMPAIGNS,
+            "items": {"type": "string", "minLength": 1, "maxLength": fields.MAX_TEXT, "pattern": schemas.NUL_FREE},
+        },
+    },
+}
+# http(s), a host, no credentials or fragment; whether the host resolves to a global address is checked when
+# it is registered (state, not shape).
+SUBSCRIPTION_URL = {"type": "string", "maxLength": 2000, "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"}
+# whsec_ + base64 of 24 to 64 bytes (signing.secret_problem): 8 to 21 groups of four, then the padded tail.
+_B64 = "[A-Za-z0-9+/]"
+WHSEC = {
+    "type": "string",
+    "pattern": (
+        f"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+    ),
+}
+SUBSCRIPTION = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "url": {"type": "string"},
+        "description": NULL_STR,
+        "filter": {"type": "object"},
+        "enabled": {"type": "boolean"},
+        "disabled_reason": NULL_STR,
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "failing_since": NULL_TIME,
+    },
+}
+DELIVERY = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string"},
+        "event_at": {"type": "string", "format": "date-time"},
+        "state": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "array"},
+        "next_attempt_at": NULL_TIME,
+    },
+}
+ID_CURSOR = {"type": "string", "pattern": "^(0*[1-9][0-9]{0,17})?$"}
+
+
+def _subscriptions() -> dict[str, Any]:
+    sub_id = _param("id", "path", True, {"type": "integer", "minimum": 1})
+    description = schemas.text(1000, False)
+    with_secret = {"allOf": [SUBSCRIPTION], "properties": {"secret": {"type": "string"}}}
+    return {
+        "/subscriptions": {
+            "post": {
+                "summary": "Subscribe a URL to the events matching a filter; the answer shows the secret (only now)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["url"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "url": SUBSCRIPTION_URL,
+                                    "description": description,
+                                    "filter": SUBSCRIPTION_FILTER,
+                                    "secret": {"anyOf": [WHSEC, {"type": "null"}]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "code 0: created", "content": {JSON: {"schema": _envelope(with_secret)}}},
+                    **{
+                        str(c): {"description": "an error in the envelope", **ENVELOPE}
+                        for c in (400, 401, 413, 415, 503)
+                    },
+                },
+            },
+            "get": {
+                "summary": "Subscriptions, by id (never their secrets)",
+                "parameters": [_param("limit", schema=LIMIT), _param("cursor", schema=ID_CURSOR)],
+                "responses": _answers(
+                    {"type": "object", "properties": {"items": {"type": "array", "items": SUBSCRIPTION}}}, 400, 401, 503
+                ),
+            },
+        },
+        "/subscriptions/{id}": {
+            "get": {
+                "summary": "One subscription",
+                "parameters": [sub_id],
+                "responses": _answers(SUBSCRIPTION, 401, 404, 503),
+            },
+            "patch": {
+                "summary": "Change a subscription's url, description, filter or enabled",
+                "parameters": [sub_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "minProperties": 1,
+                                "additionalProperties": False,
+                                "properties": {
+                                    "url": SUBSCRIPTION_URL,
+                                    "description": description,
+                                    "filter": SUBSCRIPTION_FILTER,
+                                    "enabled": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _answers(SUBSCRIPTION, 400, 401, 404, 413, 415, 503),
+            },
+            "delete": {
+                "summary": "Delete a subscription and its deliveries",
+                "parameters": [sub_id],
+                "responses": _answers({}, 401, 404, 503),
+            },
+        },
+        "/subscriptions/{id}/rotate-secret": {
+            "post": {
+                "summary": "A new secret (shown only now); the old one also signs for 24 hours",
+                "parameters": [sub_id],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"secret": {"anyOf": [WHSEC, {"type": "null"}]}},
+                            }
+                        }
+                    },
+                },
+                "responses": _answers(with_secret, 400, 401, 404, 413, 415, 503),
+            }
+        },
+        "/subscriptions/{id}/deliveries": {
+            "get": {
+                "summary": "Each event's delivery with its attempts, newest first",
+                "parameters": [
+                    sub_id,
+                    _param("state", schema={"type": "string", "enum": ["", "pending", "delivered", "failed"]}),
+                    _param("limit", schema=LIMIT),
+                    _param("cursor", schema=ID_CURSOR),
+                ],
+                "responses": _answers(
+                    {"type": "object", "properties": {"items": {"type": "array", "items": DELIVERY}}},
+                    400,
+                    401,
+                    404,
+                    503,
+                ),
+            }
+        },
+        "/subscriptions/{id}/replay": {
+            "post": {
+                "summary": "Queue deliveries again: events from `since` on, or those of `event_ids`",
+                "parameters": [sub_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "required": ["since"],
+                                        "additionalProperties": False,
+                                        "properties": {"since": {"type": "string", "pattern": f"^({schemas.ISO})$"}},
+                                    },
+                                    {
+                                        "type": "object",
+                                        "required": ["event_ids"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "event_ids": {
+                                                "type": "array",
+                                                "minItems": 1,
+                                                "maxItems": 100,
+                                                "items": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,19}$"},
+                                            }
+                                        },
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": _answers({}, 400, 401, 404, 413, 415, 503),
+            }
+        },
+    }
+
+
 def _status_filter() -> dict[str, Any]:
     return {"type": "string", "enum": ["", *(s.value for s in Status)]}
 
@@ -267,6 +474,7 @@ def build(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -
                 "responses": _answers({}, 400, 401, 404, 503),
             }
         },
+        **_subscriptions(),
         "/healthz": {"get": {"summary": "Process alive", "responses": _answers({})}},
         "/readyz": {"get": {"summary": "Database reachable and schema at head", "responses": _answers({}, 503)}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},

@@ -19,6 +19,14 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("GET", "/events"): Scope.READ,
     ("GET", "/quarantine"): Scope.ADMIN,
     ("POST", "/quarantine/{id}/replay"): Scope.ADMIN,
+    ("GET", "/subscriptions"): Scope.ADMIN,
+    ("POST", "/subscriptions"): Scope.ADMIN,
+    ("GET", "/subscriptions/{id}"): Scope.ADMIN,
+    ("PATCH", "/subscriptions/{id}"): Scope.ADMIN,
+    ("DELETE", "/subscriptions/{id}"): Scope.ADMIN,
+    ("POST", "/subscriptions/{id}/rotate-secret"): Scope.ADMIN,
+    ("GET", "/subscriptions/{id}/deliveries"): Scope.ADMIN,
+    ("POST", "/subscriptions/{id}/replay"): Scope.ADMIN,
 }
 
 

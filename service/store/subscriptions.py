@@ -1,0 +1,307 @@
+"""Subscriptions and deliveries: the SQL of the CRUD API, the dispatcher's fan-out and claims, and replays.
+
+Every claim is `FOR UPDATE SKIP LOCKED`: processes dispatching at once take different subscriptions and
+deliveries and never wait on each other. No transaction stays open across an HTTP call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service.store.events import Cursor, present
+from service.store.messages import Connection
+
+VIEW_COLUMNS = (
+    "id, url, description, filter::text AS filter, enabled, disabled_reason, created_at, updated_at, failing_since"
+)
+# What PATCH may change, and nothing else reaches the SET clause.
+UPDATABLE = ("url", "description", "filter", "enabled")
+
+
+async def new_id(conn: Connection) -> int:
+    """The id the next subscription will have: its secret is sealed with the id bound in before the insert."""
+    return int(await conn.fetchval("SELECT nextval(pg_get_serial_sequence('subscriptions', 'id'))"))
+
+
+async def create(
+    conn: Connection, subscription_id: int, url: str, description: str | None, filter_json: dict[str, Any], secret: str
+) -> asyncpg.Record:
+    """A new subscription whose cursor is the feed's present: it gets only events committed after it."""
+    start = await present(conn)
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO subscriptions (id, url, description, filter, secret, cursor_tx, cursor_position)
+        VALUES ($1, $2, $3, $4::jsonb, $5, $6::text::xid8, $7)
+        RETURNING {VIEW_COLUMNS}
+        """,
+        subscription_id,
+        url,
+        description,
+        json.dumps(filter_json),
+        secret,
+        str(start.tx),
+        start.position,
+    )
+
+
+async def get(conn: Connection, subscription_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {VIEW_COLUMNS} FROM subscriptions WHERE id = $1", subscription_id)
+
+
+async def list_page(conn: Connection, limit: int, after_id: int | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {VIEW_COLUMNS} FROM subscriptions WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        after_id,
+        limit,
+    )
+
+
+async def update(conn: Connection, subscription_id: int, changes: dict[str, Any]) -> asyncpg.Record | None:
+    """Change the given fields. Enabling again clears why it was disabled and its failing streak."""
+    sets: list[str] = ["updated_at = now()"]
+    args: list[Any] = [subscription_id]
+    for name, value in changes.items():
+        if name not in UPDATABLE:
+            raise ValueError(f"{name} is not a field a PATCH changes")
+        args.append(json.dumps(value) if name == "filter" else value)
+        sets.append(f"{name} = ${len(args)}{'::jsonb' if name == 'filter' else ''}")
+    if changes.get("enabled") is True:
+        sets += ["disabled_reason = NULL", "failing_since = NULL"]
+    elif changes.get("enabled") is False:
+        sets.append("disabled_reason = 'disabled by PATCH'")
+    return await conn.fetchrow(
+        f"UPDATE subscriptions SET {', '.join(sets)} WHERE id = $1 RETURNING {VIEW_COLUMNS}", *args
+    )
+
+
+async def delete(conn: Connection, subscription_id: int) -> bool:
+    return await conn.fetchval("DELETE FROM subscriptions WHERE id = $1 RETURNING true", subscription_id) is not None
+
+
+async def rotate(conn: Connection, subscription_id: int, sealed_new: str, until: datetime) -> asyncpg.Record | None:
+    """The new secret signs from now on; the current one goes on signing beside it until `until`."""
+    return await conn.fetchrow(
+        f"""
+        UPDATE subscriptions SET previous_secret = secret, previous_secret_until = $3, secret = $2,
+               updated_at = now()
+        WHERE id = $1 RETURNING {VIEW_COLUMNS}
+        """,
+        subscription_id,
+        sealed_new,
+        until,
+    )
+
+
+# --- fan-out ---------------------------------------------------------------------------------------------
+
+
+async def claim_for_fanout(conn: Connection) -> list[asyncpg.Record]:
+    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends."""
+    return await conn.fetch(
+        """
+        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position FROM subscriptions
+        WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
+        """
+    )
+
+
+async def queue_deliveries(
+    conn: Connection, subscription_id: int, events: Sequence[tuple[str, datetime, bytes]], first_attempt_at: datetime
+) -> None:
+    """A pending delivery per (event id, event time, body); an event already queued for it stays as it is."""
+    if not events:
+        return
+    await conn.execute(
+        """
+        INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at)
+        SELECT $1, e.id, e.at, e.body, 'pending', $5
+        FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) AS e(id, at, body)
+        ON CONFLICT (subscription_id, event_id) DO NOTHING
+        """,
+        subscription_id,
+        [e[0] for e in events],
+        [e[1] for e in events],
+        [e[2] for e in events],
+        first_attempt_at,
+    )
+
+
+async def advance(conn: Connection, subscription_id: int, cursor: Cursor) -> None:
+    await conn.execute(
+        "UPDATE subscriptions SET cursor_tx = $2::text::xid8, cursor_position = $3 WHERE id = $1",
+        subscription_id,
+        str(cursor.tx),
+        cursor.position,
+    )
+
+
+# --- delivery ----------------------------------------------------------------------------------------------
+
+
+async def subscriptions_due(conn: Connection) -> list[int]:
+    """Enabled subscriptions with at least one delivery due now."""
+    rows = await conn.fetch(
+        """
+        SELECT s.id FROM subscriptions AS s
+        WHERE s.enabled AND EXISTS (
+            SELECT 1 FROM deliveries AS d
+            WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+        )
+        ORDER BY s.id
+        """
+    )
+    return [row[0] for row in rows]
+
+
+async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: float) -> list[asyncpg.Record]:
+    """Up to `limit` due deliveries of one subscription, leased: their next attempt is pushed `lease` seconds
+    on, so that no other process takes them while this one tries, and any process does once the lease has
+    passed without a result (this one died)."""
+    return await conn.fetch(
+        """
+        WITH due AS (
+            SELECT id FROM deliveries
+            WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE deliveries AS d SET next_attempt_at = now() + make_interval(secs => $3)
+        FROM due, subscriptions AS s
+        WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
+        RETURNING d.id, d.subscription_id, d.event_id, d.body, d.attempt_count, s.url, s.secret,
+                  s.previous_secret, s.previous_secret_until, s.failing_since
+        """,
+        subscription_id,
+        limit,
+        lease,
+    )
+
+
+async def record_attempt(
+    conn: Connection,
+    delivery_id: int,
+    attempt: dict[str, Any],
+    state: str,
+    next_attempt_at: datetime | None,
+    *,
+    subscription_id: int,
+    delivered: bool,
+    at: datetime,
+    disable: str | None,
+) -> None:
+    """The attempt appended to its delivery with the delivery's new state, and the subscription's failing
+    streak (started by a failure, ended by a success) and disabling, in one transaction."""
+    async with conn.transaction():
+        await conn.execute(
+            """
+            UPDATE deliveries SET attempts = attempts || $2::jsonb, attempt_count = attempt_count + 1,
+                   state = $3, next_attempt_at = $4, updated_at = now()
+            WHERE id = $1
+            """,
+            delivery_id,
+            json.dumps([attempt]),
+            state,
+            next_attempt_at,
+        )
+        await conn.execute(
+            """
+            UPDATE subscriptions SET
+                failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(failing_since, $3) END,
+                enabled = enabled AND $4::text IS NULL,
+                disabled_reason = CASE WHEN enabled AND $4::text IS NOT NULL THEN $4 ELSE disabled_reason END
+            WHERE id = $1
+            """,
+            subscription_id,
+            delivered,
+            at,
+            disable,
+        )
+
+
+# --- the deliveries API ----------------------------------------------------------------------------------
+
+
+async def list_deliveries(
+    conn: Connection, subscription_id: int, state: str | None, limit: int, before_id: int | None
+) -> list[asyncpg.Record]:
+    """Newest first."""
+    return await conn.fetch(
+        """
+        SELECT id, event_id, event_at, state, attempt_count, attempts::text AS attempts, next_attempt_at,
+               created_at, updated_at
+        FROM deliveries
+        WHERE subscription_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::bigint IS NULL OR id < $3)
+        ORDER BY id DESC LIMIT $4
+        """,
+        subscription_id,
+        state,
+        before_id,
+        limit,
+    )
+
+
+_REQUEUE = """
+    UPDATE deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = now(), updated_at = now()
+    WHERE subscription_id = $1 AND state <> 'pending' AND {which}
+    RETURNING event_id
+"""
+
+
+async def replay_since(conn: Connection, subscription_id: int, since: datetime) -> int:
+    """Every delivered or failed delivery of an event from `since` on, queued again: how many."""
+    rows = await conn.fetch(_REQUEUE.format(which="event_at >= $2"), subscription_id, since)
+    return len(rows)
+
+
+async def replay_events(conn: Connection, subscription_id: int, event_ids: Sequence[str]) -> tuple[int, list[str]]:
+    """Those events' deliveries queued again: how many, and the ids this subscription has no delivery of."""
+    rows = await conn.fetch(_REQUEUE.format(which="event_id = any($2::text[])"), subscription_id, list(event_ids))
+    known = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT event_id FROM deliveries WHERE subscription_id = $1 AND event_id = any($2::text[])",
+            subscription_id,
+            list(event_ids),
+        )
+    }
+    return len(rows), [e for e in event_ids if e not in known]
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+
+async def backlog(conn: Connection) -> list[asyncpg.Record]:
+    """Per subscription: pending deliveries and the oldest one's creation time (None when none is pending),
+    and whether it is enabled."""
+    return await conn.fetch(
+        """
+        SELECT s.id, s.enabled, count(d.id) AS pending, min(d.created_at) AS oldest
+        FROM subscriptions AS s LEFT JOIN deliveries AS d ON d.subscription_id = s.id AND d.state = 'pending'
+        GROUP BY s.id ORDER BY s.id
+        """
+    )
+
+
+async def prune_deliveries(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` finished (delivered or failed) deliveries last touched before `before`. SKIP
+    LOCKED: replicas pruning at once take different rows, and a delivery being replayed is left alone."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH doomed AS (
+                SELECT id FROM deliveries WHERE state <> 'pending' AND updated_at < $1
+                LIMIT $2 FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM deliveries AS d USING doomed WHERE d.id = doomed.id RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )

@@ -1,0 +1,280 @@
+"""SubscriptionDispatcher: feed events -> deliveries -> signed POSTs, in the background of every process.
+
+Two steps, each safe with any number of processes:
+
+1. Fan-out: the enabled subscriptions are locked with SKIP LOCKED, each one's feed after its cursor is read
+   gap-free (store/events.read_page), the events its filter matches become pending deliveries, and its cursor
+   moves, all in one transaction: an event is queued once, or not at all and read again.
+2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (their next attempt time
+   pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
+   once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
+   `delivery_concurrency_per_subscription` per subscriber, so a slow subscriber holds up only its own.
+
+Ingest never waits on any of this: it writes its feed row as always, and this loop looks every
+`POLL_SECONDS` (and at once when an attempt ends). It is not woken by this process's commits (`ChangeSignal`):
+with that wake-up, schemathesis' ASGI run (tests/reliability/test_fuzz.py) left a request waiting forever in
+asyncpg, a cause not found yet; a poll costs at most `POLL_SECONDS` of delivery latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import orjson
+
+from service import __version__, metrics
+from service.config import Settings
+from service.errors import is_unavailable
+from service.http import views
+from service.store import events as feed
+from service.store import subscriptions as store
+from service.store.events import Cursor, CursorExpired, FeedEvent
+from service.subscriptions import policy, signing
+from service.subscriptions.address_guard import GuardedTransport
+from service.subscriptions.model import filter_from_json
+from service.subscriptions.sealing import SealError, unseal
+
+logger = logging.getLogger("dlr_tracker.subscriptions")
+
+POLL_SECONDS = 0.25
+FANOUT_PAGE = 500  # events read per subscription per transaction
+LEASE_MARGIN = 5.0  # seconds past the timeout before a claimed delivery may be taken again
+METRICS_EVERY = 5.0
+STOP_GRACE = 5.0  # seconds in-flight attempts get to finish at shutdown (the rest are retried, lease expired)
+
+
+def payload(event: FeedEvent) -> bytes:
+    """The body POSTed for an event: `{"type", "timestamp", "data"}` as the feed shows it (the id travels in
+    `webhook-id`)."""
+    shown = views.event(event)
+    return orjson.dumps({"type": shown["type"], "timestamp": shown["timestamp"], "data": shown["data"]})
+
+
+class SubscriptionDispatcher:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._timeout = settings.delivery_timeout
+        self._lease = settings.delivery_timeout + LEASE_MARGIN
+        self._in_flight: Counter[int] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._metrics_at = 0.0
+        limits = httpx.Limits(
+            max_connections=settings.delivery_concurrency,
+            max_keepalive_connections=settings.delivery_concurrency,
+            keepalive_expiry=30,
+        )
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(
+                allow_private=settings.subscription_allow_private,
+                limits=limits,
+                ssl_context=httpx.create_ssl_context(),
+            ),
+            follow_redirects=False,  # a redirect could lead past the address guard: it is an answer, not a hop
+            timeout=httpx.Timeout(settings.delivery_timeout),
+            trust_env=False,
+            headers={"user-agent": f"dlr-tracker/{__version__}"},
+        )
+
+    # --- fan-out ---------------------------------------------------------------------------------------
+
+    async def fan_out(self) -> bool:
+        """Queue the events each subscription has not read yet, one page each; True when a page was full
+        (there may be more)."""
+        full = False
+        queued = 0
+        first_attempt = datetime.now(UTC) + timedelta(seconds=self._settings.delivery_schedule[0])
+        async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
+            for sub in await store.claim_for_fanout(conn):
+                cursor = Cursor(int(sub["cursor_tx"]), sub["cursor_position"])
+                try:
+                    page = await feed.read_page(conn, cursor, FANOUT_PAGE)
+                except CursorExpired as exc:
+                    # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
+                    logger.warning("subscription %s: events before %s were pruned unread", sub["id"], exc.oldest)
+                    page = await feed.read_page(conn, exc.oldest, FANOUT_PAGE)
+                wanted = filter_from_json(orjson.loads(sub["filter"]))
+                matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
+                await store.queue_deliveries(conn, sub["id"], matching, first_attempt)
+                if page.next_cursor != cursor:
+                    await store.advance(conn, sub["id"], page.next_cursor)
+                queued += len(matching)
+                full |= len(page.events) == FANOUT_PAGE
+        if queued:
+            metrics.WEBHOOK_QUEUED.inc(queued)
+        return full
+
+    # --- delivery --------------------------------------------------------------------------------------
+
+    async def dispatch_due(self) -> int:
+        """Claim what is due, as far as the concurrency bounds allow, and start an attempt for each."""
+        free = self._settings.delivery_concurrency - len(self._tasks)
+        started = 0
+        if free <= 0:
+            return 0
+        async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+            for subscription_id in await store.subscriptions_due(conn):
+                room = min(
+                    free, self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id]
+                )
+                if room <= 0:
+                    continue
+                for row in await store.claim_due(conn, subscription_id, room, self._lease):
+                    self._in_flight[subscription_id] += 1
+                    task = asyncio.create_task(self._attempt(row), name=f"delivery-{row['id']}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    free -= 1
+                    started += 1
+                if free <= 0:
+                    break
+        return started
+
+    def _secrets(self, row: asyncpg.Record, now: datetime) -> list[str]:
+        key = self._settings.subscription_key
+        secrets = [unseal(row["secret"], row["subscription_id"], key)]
+        until = row["previous_secret_until"]
+        if row["previous_secret"] is not None and until is not None and until > now:
+            secrets.append(unseal(row["previous_secret"], row["subscription_id"], key))
+        return secrets
+
+    async def _post(self, row: asyncpg.Record) -> policy.Attempt:
+        at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            headers = signing.headers(row["event_id"], at, bytes(row["body"]), self._secrets(row, at))
+        except SealError as exc:
+            return policy.Attempt(at, 0.0, error=f"secret: {exc}")
+        request = self._client.build_request("POST", row["url"], content=bytes(row["body"]), headers=headers)
+        try:
+            # The whole attempt, not each phase: a subscriber dribbling bytes must not hold it past the timeout.
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.send(request, stream=True)
+                await response.aclose()  # the answer's body is not read: its status says it all
+        except (TimeoutError, httpx.TimeoutException):
+            return policy.Attempt(at, time.perf_counter() - started, error="timeout")
+        except httpx.HTTPError as exc:
+            return policy.Attempt(at, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"[:300])
+        retry_after = None
+        if response.status_code in policy.THROTTLED:
+            retry_after = policy.retry_after(response.headers.get("retry-after"), at)
+        return policy.Attempt(at, time.perf_counter() - started, response.status_code, None, retry_after)
+
+    async def _attempt(self, row: asyncpg.Record) -> None:
+        subscription_id = row["subscription_id"]
+        try:
+            attempt = await self._post(row)
+            metrics.WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
+            metrics.WEBHOOK_ATTEMPT_SECONDS.observe(attempt.duration)
+            verdict = policy.decide(
+                attempt,
+                row["attempt_count"] + 1,
+                self._settings.delivery_schedule,
+                row["failing_since"],
+                self._settings.subscription_disable_after,
+                random.uniform(*policy.JITTER),  # noqa: S311 - spreading retries, not security
+            )
+            async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+                await store.record_attempt(
+                    conn,
+                    row["id"],
+                    attempt.to_json(),
+                    verdict.state,
+                    verdict.next_attempt_at,
+                    subscription_id=subscription_id,
+                    delivered=attempt.delivered,
+                    at=attempt.at,
+                    disable=verdict.disable,
+                )
+            if verdict.state != policy.PENDING:
+                metrics.WEBHOOK_DELIVERIES.labels(verdict.state).inc()
+            if verdict.disable is not None:
+                logger.warning("subscription %s disabled: %s", subscription_id, verdict.disable)
+        except Exception as exc:
+            # Not recorded: the lease runs out and the delivery is tried again (at least once).
+            if is_unavailable(exc):
+                logger.warning("delivery %s not recorded, database unavailable: %s", row["id"], type(exc).__name__)
+            else:
+                logger.exception("delivery %s failed unexpectedly", row["id"])
+        finally:
+            self._in_flight[subscription_id] -= 1
+            if self._in_flight[subscription_id] <= 0:
+                del self._in_flight[subscription_id]
+            self._wake.set()
+
+    # --- metrics ---------------------------------------------------------------------------------------
+
+    async def refresh_metrics(self) -> None:
+        async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+            rows = await store.backlog(conn)
+        now = datetime.now(UTC)
+        metrics.SUBSCRIPTION_BACKLOG.clear()
+        metrics.SUBSCRIPTION_OLDEST_PENDING.clear()
+        for row in rows:
+            label = str(row["id"])
+            metrics.SUBSCRIPTION_BACKLOG.labels(label).set(row["pending"])
+            oldest = row["oldest"]
+            age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+            metrics.SUBSCRIPTION_OLDEST_PENDING.labels(label).set(age)
+        metrics.SUBSCRIPTIONS_DISABLED.set(sum(1 for row in rows if not row["enabled"]))
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        while await self.fan_out() and not self._stop.is_set():
+            pass
+        await self.dispatch_due()
+        if time.monotonic() - self._metrics_at >= METRICS_EVERY:
+            self._metrics_at = time.monotonic()
+            await self.refresh_metrics()
+
+    async def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as exc:
+                # A database blip must not end the dispatcher: log it, look again next tick.
+                if is_unavailable(exc):
+                    logger.warning("subscription dispatch failed, database unavailable: %s", type(exc).__name__)
+                else:
+                    logger.exception("subscription dispatch failed")
+            await self._sleep(POLL_SECONDS)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until an attempt ends, a stop, or `seconds` pass."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run_forever(), name="subscription-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming; give attempts in flight a moment to finish, cancel the rest (their leases run out
+        and another process, or this one restarted, tries them again)."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=min(STOP_GRACE, self._timeout))
+            for task in late:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*late, return_exceptions=True)
+        await self._client.aclose()

@@ -1,0 +1,257 @@
+"""Deliveries to a real receiver on loopback (DESIGN "Subscriptions"): every matching event POSTed once it
+commits, signed so that `standardwebhooks` verifies it, retried on the schedule with the same webhook-id,
+Retry-After honoured, 410 disabling, filters, replay, and ingest never waiting on a subscriber."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from standardwebhooks import Webhook
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.conftest import fetch
+from tests.processes import free_port
+from tests.webhook_receiver import Answer, Receiver, receiving
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    """Loopback subscribers allowed; retries a fifth of a second apart; a short timeout."""
+    return replace(
+        settings,
+        subscription_allow_private=True,
+        delivery_schedule=(0.0, 0.2, 0.2, 0.2),
+        delivery_timeout=2.0,
+        sweep_interval=86400,
+    )
+
+
+@pytest.fixture
+def app(fast: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(fast)) as client:
+        yield client
+
+
+def subscribe(client: TestClient, receiver: Receiver, **body: Any) -> dict[str, Any]:
+    answer = client.post("/subscriptions", json={"url": receiver.url, **body})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["data"]  # type: ignore[no-any-return]
+
+
+def verified(secret: str, received: Any) -> dict[str, Any]:
+    """The event a request carried, after standardwebhooks verified its signature."""
+    return Webhook(secret).verify(received.body, received.headers)  # type: ignore[no-any-return]
+
+
+def deliveries(client: TestClient, subscription_id: int, **params: Any) -> list[dict[str, Any]]:
+    answer = client.get(f"/subscriptions/{subscription_id}/deliveries", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]["items"]  # type: ignore[no-any-return]
+
+
+def wait_until(check: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_each_event_is_posted_signed_and_verifiable(app: TestClient) -> None:
+    """A report's change reaches the receiver as `{type, timestamp, data}` with webhook-id = the feed event's
+    id, and standardwebhooks verifies the signature with the secret shown at creation."""
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "m1", "status": "DELIVRD", "campaign": "c"})
+        (got,) = receiver.wait_for(1)
+        event = verified(sub["secret"], got)
+        feed = app.get("/events").json()["data"]["items"]
+        assert got.headers["webhook-id"] == feed[0]["id"]
+        assert event == {k: v for k, v in orjson.loads(orjson.dumps(feed[0])).items() if k != "id"}
+        assert (event["type"], event["data"]["id"], event["data"]["status"]) == (
+            "message.status_changed",
+            "m1",
+            "DELIVRD",
+        )
+        assert got.headers["content-type"] == "application/json"
+        delivered = wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
+        assert delivered[0]["event_id"] == feed[0]["id"]
+        assert [a["status"] for a in delivered[0]["attempts"]] == [200]
+
+
+def test_a_subscription_gets_only_events_committed_after_it(app: TestClient) -> None:
+    with receiving() as receiver:
+        app.post("/dlr/generic", json={"id": "before", "status": "ACCEPTD"})
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "after", "status": "ACCEPTD"})
+        got = receiver.wait_for(1)
+        time.sleep(0.5)
+        assert [verified(sub["secret"], r)["data"]["id"] for r in receiver.received] == ["after"]
+        assert len(got) == 1
+
+
+def test_500_three_times_then_200_is_delivered_with_the_same_webhook_id(app: TestClient) -> None:
+    with receiving(lambda n: Answer(500 if n < 3 else 200)) as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "r1", "status": "DELIVRD"})
+        got = receiver.wait_for(4)
+        assert len({r.headers["webhook-id"] for r in got}) == 1
+        assert all(verified(sub["secret"], r)["data"]["id"] == "r1" for r in got)
+        (delivery,) = wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
+        assert [a["status"] for a in delivery["attempts"]] == [500, 500, 500, 200]
+        assert app.get(f"/subscriptions/{sub['id']}").json()["data"]["failing_since"] is None
+
+
+def test_after_the_last_attempt_the_delivery_is_failed_kept_and_replayable(app: TestClient) -> None:
+    with receiving(lambda n: Answer(500 if n < 4 else 200)) as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "f1", "status": "UNDELIV"})
+        receiver.wait_for(4)
+        (failed,) = wait_until(lambda: deliveries(app, sub["id"], state="failed"))
+        assert [a["status"] for a in failed["attempts"]] == [500] * 4
+        assert app.get(f"/subscriptions/{sub['id']}").json()["data"]["failing_since"] is not None
+        time.sleep(0.5)
+        assert len(receiver.received) == 4  # no fifth attempt by itself
+        answer = app.post(f"/subscriptions/{sub['id']}/replay", json={"event_ids": [failed["event_id"], "1-1"]})
+        assert answer.json()["data"] == {"queued": 1, "not_found": ["1-1"]}
+        got = receiver.wait_for(5)
+        assert got[4].headers["webhook-id"] == failed["event_id"]
+        (done,) = wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
+        assert [a["status"] for a in done["attempts"]] == [500] * 4 + [200]
+
+
+def test_replay_since_queues_delivered_events_again(app: TestClient) -> None:
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json=[{"id": "a", "status": "ACCEPTD"}, {"id": "b", "status": "ACCEPTD"}])
+        receiver.wait_for(2)
+        wait_until(lambda: len(deliveries(app, sub["id"], state="delivered")) == 2)
+        answer = app.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2020-01-01T00:00:00Z"})
+        assert answer.json()["data"] == {"queued": 2, "not_found": []}
+        got = receiver.wait_for(4)
+        assert sorted(r.headers["webhook-id"] for r in got[2:]) == sorted(r.headers["webhook-id"] for r in got[:2])
+        for body, code in [
+            ({}, 11),
+            ({"since": "x"}, 1),
+            ({"event_ids": []}, 1),
+            ({"since": "2020-01-01", "event_ids": ["a"]}, 1),
+        ]:
+            refused = app.post(f"/subscriptions/{sub['id']}/replay", json=body)
+            assert (refused.status_code, refused.json()["code"]) == (400, code), body
+
+
+def test_410_disables_the_subscription(app: TestClient) -> None:
+    with receiving(lambda n: Answer(410)) as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json=[{"id": "g1", "status": "ACCEPTD"}, {"id": "g2", "status": "ACCEPTD"}])
+        receiver.wait_for(1)
+        shown = wait_until(
+            lambda: (s := app.get(f"/subscriptions/{sub['id']}").json()["data"])["enabled"] is False and s
+        )
+        assert "410" in shown["disabled_reason"]
+        time.sleep(0.6)
+        # The other delivery stays queued for when it is enabled again; nothing more is sent meanwhile.
+        assert len(receiver.received) <= 2
+        assert fetch(app_db(app), "SELECT count(*) AS n FROM deliveries WHERE state = 'failed'")[0]["n"] >= 1
+
+
+def app_db(client: TestClient) -> str:
+    return str(client.app.state.services.settings.database_url.reveal())  # type: ignore[attr-defined]
+
+
+def test_retry_after_is_honoured(app: TestClient) -> None:
+    """A 429 with Retry-After: 2 puts the next attempt two seconds later, past the 0.2 s schedule."""
+    with receiving(lambda n: Answer(429, {"Retry-After": "2"}) if n == 0 else Answer(200)) as receiver:
+        subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "t1", "status": "ACCEPTD"})
+        first, second = receiver.wait_for(2, timeout=20)
+        assert second.at - first.at >= 1.9
+
+
+def test_filters_by_final_statuses_and_campaigns(app: TestClient) -> None:
+    with receiving() as finals, receiving() as delivered, receiving() as spring:
+        s_final = subscribe(app, finals, filter={"final": True})
+        s_deliv = subscribe(app, delivered, filter={"statuses": ["DELIVRD"]})
+        s_spring = subscribe(app, spring, filter={"campaigns": ["spring"]})
+        app.post("/messages", json=[{"id": "x", "campaign": "spring"}, {"id": "y", "campaign": "autumn"}])
+        app.post(
+            "/dlr/generic",
+            json=[{"id": "x", "status": "ACCEPTD"}, {"id": "x", "status": "DELIVRD"}, {"id": "y", "status": "UNDELIV"}],
+        )
+        finals.wait_for(2)
+        delivered.wait_for(1)
+        spring.wait_for(3)
+        time.sleep(0.5)
+
+        def seen(r: Receiver, secret: str) -> list[tuple[str, str]]:
+            events = sorted((verified(secret, x) for x in r.received), key=lambda e: e["data"]["version"])
+            return sorted((e["data"]["id"], e["data"]["status"]) for e in events)
+
+        assert seen(finals, s_final["secret"]) == [("x", "DELIVRD"), ("y", "UNDELIV")]
+        assert seen(delivered, s_deliv["secret"]) == [("x", "DELIVRD")]
+        assert seen(spring, s_spring["secret"]) == [("x", "ACCEPTD"), ("x", "DELIVRD"), ("x", "NEW")]
+
+
+def test_a_receiver_down_then_up_loses_nothing(fast: Settings) -> None:
+    """Deliveries to a port nobody listens on are retried; once a receiver listens there every event arrives."""
+    patient = replace(fast, delivery_schedule=(0.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3))
+    port = free_port()
+    with TestClient(create_app(patient)) as client:
+        sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
+        client.post("/dlr/generic", json=[{"id": f"d{i}", "status": "ACCEPTD"} for i in range(5)])
+        wait_until(lambda: any(d["attempts"] for d in deliveries(client, sub["id"])))  # refused: nobody listens
+        time.sleep(0.5)
+        with receiving(port=port) as receiver:
+            got = receiver.wait_for(5, timeout=20)
+            assert sorted(verified(sub["secret"], r)["data"]["id"] for r in got) == [f"d{i}" for i in range(5)]
+            assert wait_until(lambda: len(deliveries(client, sub["id"], state="delivered")) == 5)
+        errors = [a for d in deliveries(client, sub["id"]) for a in d["attempts"] if a["status"] is None]
+        assert errors
+        assert all(a["error"] for a in errors)
+
+
+def test_a_hanging_receiver_does_not_slow_ingest(app: TestClient) -> None:
+    """A subscriber that never answers within the timeout: every report is still acknowledged at once."""
+    with receiving(lambda n: Answer(200, delay=3)) as receiver:
+        subscribe(app, receiver)
+        took = []
+        for i in range(40):
+            began = time.monotonic()
+            answer = app.post("/dlr/generic", json={"id": f"h{i}", "status": "ACCEPTD"})
+            took.append(time.monotonic() - began)
+            assert answer.status_code == 200
+        receiver.wait_for(8)  # attempts are being made (and hang) meanwhile
+        assert max(took) < 0.5, max(took)
+        assert sorted(took)[len(took) // 2] < 0.1
+
+
+def test_rotation_signs_with_both_secrets(app: TestClient) -> None:
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        new = app.post(f"/subscriptions/{sub['id']}/rotate-secret").json()["data"]["secret"]
+        app.post("/dlr/generic", json={"id": "rot", "status": "ACCEPTD"})
+        (got,) = receiver.wait_for(1)
+        assert len(got.headers["webhook-signature"].split(" ")) == 2
+        assert verified(new, got)["data"]["id"] == "rot"
+        assert verified(sub["secret"], got)["data"]["id"] == "rot"
+
+
+def test_a_disabled_subscription_resumes_where_it_stopped(app: TestClient) -> None:
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        app.patch(f"/subscriptions/{sub['id']}", json={"enabled": False})
+        app.post("/dlr/generic", json={"id": "while-off", "status": "ACCEPTD"})
+        time.sleep(0.6)
+        assert receiver.received == []
+        app.patch(f"/subscriptions/{sub['id']}", json={"enabled": True})
+        (got,) = receiver.wait_for(1)
+        assert verified(sub["secret"], got)["data"]["id"] == "while-off"
