@@ -25,11 +25,12 @@ from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
 from service.feed import ChangeSignal
-from service.http import campaigns, events, ingest, messages, ops, quarantine
+from service.http import campaigns, events, ingest, messages, ops, quarantine, tasks
 from service.http.envelope import http_error, service_error, unexpected_error
 from service.http.request_ids import request_id_from
 from service.services import Services
 from service.sweeper import ExpirySweeper
+from service.tasks.runner import TaskRunner
 from service.writer import ReportWriter
 
 logger = logging.getLogger("dlr_tracker")
@@ -167,6 +168,7 @@ def create_app(settings: Settings) -> Starlette:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 return await store.campaign_stats(conn, campaign)
 
+        runner = TaskRunner(pool, settings, changes)
         services = Services(
             settings=settings,
             pool=pool,
@@ -174,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
             campaign_stats=CampaignStatsCache(load_campaign, settings.campaign_stats_ttl),
             schema_head=database.head_revision(),
             changes=changes,
+            tasks=runner,
         )
         app.state.services = services
         assert isinstance(app, DlrTracker)
@@ -190,6 +193,7 @@ def create_app(settings: Settings) -> Starlette:
             changes=changes,
         )
         sweeper.start()
+        runner.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
@@ -199,10 +203,11 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             # uvicorn has finished the in-flight requests by now (their reports are committed): stop the
-            # writers, then the sweeper after its current batch, then the pool.
+            # writers, then the sweeper and the task runner after their current batches, then the pool.
             services.draining = services.shutting_down = True
             await writer.stop()
             await sweeper.stop()
+            await runner.stop()
             pool_watch.cancel()
             await pool.close()
             metrics.worker_stopped()
@@ -212,10 +217,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages", messages.collection, methods=["GET", "POST"]),
         LastSegmentRoute("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
+        LastSegmentRoute("/campaigns/{campaign:anything}/export", tasks.export, methods=["POST"]),
+        LastSegmentRoute("/campaigns/{campaign:anything}/close", tasks.close, methods=["POST"]),
         Route("/campaigns/{campaign:anything}", campaigns.get_campaign, methods=["GET"]),
         Route("/events", events.list_events, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
+        Route("/quarantine/replay", tasks.replay, methods=["POST"]),
         Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
+        LastSegmentRoute("/tasks/{id}/result", tasks.result, methods=["GET"]),
+        Route("/tasks/{id}", tasks.one, methods=["GET", "DELETE"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -69,6 +69,8 @@ LOG_FORMATS = ("json", "text")
 DEFAULT_SWEEP_BATCH = 250
 # Share of a pass spent sweeping: 1M overdue messages in under a minute, with ingest keeping its latency.
 DEFAULT_SWEEP_DUTY = 0.65
+# Messages per task transaction (an export's chunk, a close's page): as small as the sweep's, for the same reason.
+DEFAULT_TASK_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,10 @@ class Settings:
     campaign_stats_ttl: float = 5.0
     writers: int = 2
     event_retention: float = 7 * 86400.0  # seconds the event feed keeps an event
+    task_batch: int = DEFAULT_TASK_BATCH
+    task_duty: float = DEFAULT_SWEEP_DUTY
+    task_lease: float = 30.0  # seconds a runner holds a task without committing a batch before others take it
+    task_poll: float = 2.0  # seconds between looks for queued tasks (a task made here wakes its runner at once)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -196,6 +202,10 @@ class Settings:
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
             event_retention=duration("DLR_EVENT_RETENTION", "7d", 1),
+            task_batch=int(number("DLR_TASK_BATCH", DEFAULT_TASK_BATCH, int, 1, 100_000)),
+            task_duty=number("DLR_TASK_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
+            task_lease=number("DLR_TASK_LEASE", 30.0, float, 1, 3600),
+            task_poll=number("DLR_TASK_POLL", 2.0, float, 0.05, 3600),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -125,3 +125,15 @@ EVENT_OLDEST_AGE = Gauge(
     multiprocess_mode="max",
 )
 EVENTS_PRUNED = Counter("dlr_events_pruned_total", "Events deleted from the feed past DLR_EVENT_RETENTION")
+TASKS = Counter(
+    "dlr_tasks_total", "Background tasks ended, by kind and outcome", ["kind", "outcome"]
+)  # kind: export, close, replay; outcome: done, failed, cancelled
+TASKS_RUNNING = Gauge(
+    "dlr_tasks_running", "Background tasks being run (by this process, or all workers)", multiprocess_mode="livesum"
+)
+TASK_BATCH_SECONDS = Histogram(
+    "dlr_task_batch_duration_seconds",
+    "Duration of one background task batch (its transaction), by kind",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

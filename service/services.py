@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -10,6 +11,9 @@ from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.feed import ChangeSignal
 from service.writer import ReportWriter
+
+if TYPE_CHECKING:  # the runner's kinds import the handlers' modules, which import this one
+    from service.tasks.runner import TaskRunner
 
 
 @dataclass(slots=True)
@@ -20,5 +24,6 @@ class Services:
     campaign_stats: CampaignStatsCache
     schema_head: str  # the migration revision this code expects
     changes: ChangeSignal  # wakes this process's long-polling feed readers when it commits a change
+    tasks: TaskRunner  # this process's runner of background tasks (woken when a request queues one)
     draining: bool = False  # a stop signal arrived: not ready, but still finishing requests
     shutting_down: bool = False  # the requests are done: the pool is closing

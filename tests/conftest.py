@@ -78,7 +78,12 @@ def database_url(fresh_database: object) -> str:
 @pytest.fixture
 def db(database_url: str) -> str:
     """The migrated test database, emptied."""
-    asyncio.run(_admin(database_url, "TRUNCATE messages, history, quarantine, sender_events, events, tasks, task_output RESTART IDENTITY"))
+    asyncio.run(
+        _admin(
+            database_url,
+            "TRUNCATE messages, history, quarantine, sender_events, events, tasks, task_output RESTART IDENTITY",
+        )
+    )
     return database_url
 
 
