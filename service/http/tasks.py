@@ -51,10 +51,10 @@ async def replay(request: Request) -> Response:
 
 
 async def _body(request: Request, app: Services) -> Any:
-    """The JSON object a task is asked with; an empty body is an empty object."""
+    """The JSON object a task is asked with; no body is an empty object (JSON `null` is no object)."""
     body = await read_request_body(request, app.settings.max_body_bytes)
     if not body.strip():
-        return None
+        return {}
     kind = media_type(request.headers.get("content-type"))
     if kind is not None and kind != JSON and not kind.endswith("+json"):
         raise unsupported_content_type(kind)

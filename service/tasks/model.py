@@ -51,8 +51,6 @@ def _read(body: Any, known: tuple[str, ...], read: dict[str, tuple[Any, bool]]) 
     """The body's fields by their readers ((reader, required) by name), or the refusal (code 1 for a bad or
     unknown field, 11 for a missing one). A field the operation does not read is refused, not ignored: a
     misspelt `satus` must not close a campaign with the default."""
-    if body is None:
-        body = {}
     if not isinstance(body, dict):
         raise BadPayload({"body": "must be a JSON object"})
     f = fields.FieldErrors()
