@@ -258,3 +258,23 @@ def test_cancel_stops_a_running_task_and_drops_its_output(settings: Settings, db
         assert client.get(f"/tasks/{task_id}/result").json()["code"] == 15
         assert client.delete(f"/tasks/{task_id}").json()["code"] == 15
         assert 'dlr_tasks_total{kind="export",outcome="cancelled"}' in client.get("/metrics").text
+
+
+def test_a_task_that_breaks_ends_failed_with_a_reference(tasks_client: TestClient, db: str) -> None:
+    """A task whose batch raises (here: parameters no request can make, written straight into the table, as a
+    bug in a kind would) ends `failed`, its error the reference of the logged exception, counted by outcome;
+    the runner goes on with the next task."""
+    client = tasks_client
+    seed_campaign(client, "c6", 2)
+    broken = fetch(
+        db,
+        """INSERT INTO tasks (kind, params) VALUES ('export', '{"campaign": "c6", "format": "xml"}')
+                          RETURNING id""",
+    )[0]["id"]
+    task = wait(client, broken)
+    assert task["state"] == "failed"
+    assert task["error"].startswith("unexpected application error (reference ")
+    assert task["finished_at"] is not None
+    after = wait(client, queue(client, "/campaigns/c6/export", {"format": "csv"}))
+    assert after["state"] == "done"
+    assert 'dlr_tasks_total{kind="export",outcome="failed"}' in client.get("/metrics").text
