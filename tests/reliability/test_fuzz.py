@@ -801,6 +801,7 @@ IDS_ALONE = "not statable: `ids` excludes the page parameters (OpenAPI has no pa
 EXTRA_FORM_FIELDS = "by design: a form's extra fields are ignored whatever their names (a schema names a safe few)"
 STALE_REPLAY = "state, not shape: replaying a payload that is still invalid answers 400"
 BATCH = "by design: a batch applies its valid items and refuses the rest (207, code 98)"
+CANCELLED_TASK = "by design: DELETE /tasks/{id} cancels a task, which stays readable (state cancelled)"
 
 
 def explained(operation: str, check: str, case: Any, response: Any) -> str | None:
@@ -824,6 +825,8 @@ def explained(operation: str, check: str, case: Any, response: Any) -> str | Non
         return STALE_REPLAY
     if check == "negative_data_rejection" and status == 207:
         return BATCH
+    if check == "use_after_free" and operation.startswith("GET /tasks/"):
+        return CANCELLED_TASK
     return None
 
 
