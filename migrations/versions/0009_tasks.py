@@ -1,7 +1,7 @@
 """Tasks: mass operations run in the background by any replica, and the output of exports.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 A task is claimed by one runner at a time: the claim sets `claim` (a token of that claim) and `lease_until`;
@@ -20,7 +20,7 @@ in memory whatever the campaign's size.
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
