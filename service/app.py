@@ -26,12 +26,13 @@ from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.errors import ServiceError
 from service.feed import ChangeSignal
-from service.http import campaigns, events, ingest, messages, ops, quarantine, subscriptions
+from service.http import campaigns, events, ingest, messages, ops, quarantine, subscriptions, tasks
 from service.http.envelope import http_error, service_error, unexpected_error
 from service.http.request_ids import request_id_from
 from service.services import Services
 from service.subscriptions.dispatch import SubscriptionDispatcher
 from service.sweeper import ExpirySweeper
+from service.tasks.runner import TaskRunner
 from service.writer import ReportWriter
 
 logger = logging.getLogger("dlr_tracker")
@@ -169,6 +170,7 @@ def create_app(settings: Settings) -> Starlette:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 return await store.campaign_stats(conn, campaign)
 
+        runner = TaskRunner(pool, settings, changes)
         services = Services(
             settings=settings,
             pool=pool,
@@ -177,6 +179,7 @@ def create_app(settings: Settings) -> Starlette:
             schema_head=database.head_revision(),
             changes=changes,
             rate_limits=TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None,
+            tasks=runner,
         )
         app.state.services = services
         assert isinstance(app, DlrTracker)
@@ -198,6 +201,7 @@ def create_app(settings: Settings) -> Starlette:
         dispatcher = SubscriptionDispatcher(pool, settings)
         if settings.subscription_dispatch:
             dispatcher.start()
+        runner.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")
         if not settings.api_keys:
             logger.warning("DLR_API_KEYS is not set: the read and registration API is open to anyone")
@@ -207,11 +211,12 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             # uvicorn has finished the in-flight requests by now (their reports are committed): stop the
-            # writers, then the sweeper after its current batch, then the pool.
+            # writers, then the sweeper and the task runner after their current batches, then the pool.
             services.draining = services.shutting_down = True
             await writer.stop()
             await sweeper.stop()
             await dispatcher.stop()
+            await runner.stop()
             pool_watch.cancel()
             await pool.close()
             metrics.worker_stopped()
@@ -221,15 +226,20 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages", messages.collection, methods=["GET", "POST"]),
         LastSegmentRoute("/messages/{id:anything}/history", messages.history, methods=["GET"]),
         Route("/messages/{id:anything}", messages.get_one, methods=["GET"]),
+        LastSegmentRoute("/campaigns/{campaign:anything}/export", tasks.export, methods=["POST"]),
+        LastSegmentRoute("/campaigns/{campaign:anything}/close", tasks.close, methods=["POST"]),
         Route("/campaigns/{campaign:anything}", campaigns.get_campaign, methods=["GET"]),
         Route("/events", events.list_events, methods=["GET"]),
         Route("/quarantine", quarantine.list_quarantine, methods=["GET"]),
+        Route("/quarantine/replay", tasks.replay, methods=["POST"]),
         Route("/quarantine/{id}/replay", quarantine.replay, methods=["POST"]),
         Route("/subscriptions", subscriptions.collection, methods=["GET", "POST"]),
         Route("/subscriptions/{id}", subscriptions.one, methods=["GET", "PATCH", "DELETE"]),
         Route("/subscriptions/{id}/rotate-secret", subscriptions.rotate_secret, methods=["POST"]),
         Route("/subscriptions/{id}/deliveries", subscriptions.deliveries, methods=["GET"]),
         Route("/subscriptions/{id}/replay", subscriptions.replay, methods=["POST"]),
+        LastSegmentRoute("/tasks/{id}/result", tasks.result, methods=["GET"]),
+        Route("/tasks/{id}", tasks.one, methods=["GET", "DELETE"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -1,4 +1,5 @@
-"""The `dlr-tracker` command: `serve` (migrate, then serve), `migrate` and `sweep` (one pass)."""
+"""The `dlr-tracker` command: `serve` (migrate, then serve), `migrate` and `sweep` (one pass); `events`, and
+`export`, `close` and `replay` (`service/tasks/client.py`), through a running service's HTTP API."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from service.config import Settings, SettingsError
 from service.embedded import DataDirInUse, EmbeddedPostgres
 from service.statuses import Status
 from service.sweeper import ExpirySweeper
+from service.tasks import client as task_commands
 
 logger = logging.getLogger("dlr_tracker")
 
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     feed.add_argument("--campaign", help="only this campaign's events")
     feed.add_argument("--final", action="store_true", help="only events that made a message final")
     feed.add_argument("--url", help="the service's base URL (default: DLR_URL, else http://HOST:PORT)")
+    task_commands.add_commands(sub)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     if args.command == "events":
         return events(settings, args)
+    if args.command in task_commands.COMMANDS:
+        return task_commands.main(settings, args)
     try:
         COMMANDS[args.command](settings)
     except DataDirInUse as exc:

@@ -90,6 +90,8 @@ DEFAULT_DELIVERY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 
 DEFAULT_SWEEP_BATCH = 250
 # Share of a pass spent sweeping: 1M overdue messages in under a minute, with ingest keeping its latency.
 DEFAULT_SWEEP_DUTY = 0.65
+# Messages per task transaction (an export's chunk, a close's page): as small as the sweep's, for the same reason.
+DEFAULT_TASK_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,10 @@ class Settings:
     subscription_dispatch: bool = True  # off: this process serves the API but delivers nothing (other replicas do)
     # The key that encrypts subscription secrets at rest (DLR_SUBSCRIPTION_KEY); None: stored as they are.
     subscription_key: Secret | None = None
+    task_batch: int = DEFAULT_TASK_BATCH
+    task_duty: float = DEFAULT_SWEEP_DUTY
+    task_lease: float = 30.0  # seconds a runner holds a task without committing a batch before others take it
+    task_poll: float = 2.0  # seconds between looks for queued tasks (a task made here wakes its runner at once)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
@@ -267,6 +273,10 @@ class Settings:
             ),
             subscription_key=Secret(subscription_key) if subscription_key else None,
             subscription_dispatch=choice("DLR_SUBSCRIPTION_DISPATCH", "on", ("on", "off")) == "on",
+            task_batch=int(number("DLR_TASK_BATCH", DEFAULT_TASK_BATCH, int, 1, 100_000)),
+            task_duty=number("DLR_TASK_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
+            task_lease=number("DLR_TASK_LEASE", 30.0, float, 1, 3600),
+            task_poll=number("DLR_TASK_POLL", 2.0, float, 0.05, 3600),
         )
 
     def token_for(self, dialect: str) -> Secret | None:

@@ -226,38 +226,47 @@ def _rejected(state: MessageState, reason: Reason) -> Outcome:
 
 
 # The expiry sweep's rules as data (DESIGN §1, "Lifetime and the expiry sweep"). `expire` reads them, and so
-# does the sweep's SQL, which is generated from them (service/store/sweep.py).
+# does the sweep's SQL, which is generated from them (service/store/sweep.py). Closing a campaign
+# (`POST /campaigns/{c}/close`) resolves its open messages by the same rules, with the operator's status
+# (EXPIRED or DELETED) where the sweep writes EXPIRED: `resolution_tables` makes both from one definition.
 
-# What each segment status becomes: a segment still open expires, a final one keeps its status.
-SEGMENT_EXPIRY: Mapping[Status, Status] = MappingProxyType(
-    {s: s if is_final(s) else Status.EXPIRED for s in SEGMENT_STATUSES}
-)
 # What each open message status becomes. FIRST_FINAL_SEGMENT: the status of the lowest-numbered segment
 # holding an operator-reported final status -- some operators report only the first delivered segment --
 # or WITHOUT_SEGMENT_DETAIL when none does (a message-level PDLIVRD and nothing more).
 FIRST_FINAL_SEGMENT = None
 WITHOUT_SEGMENT_DETAIL = Status.DELIVRD
-MESSAGE_EXPIRY: Mapping[Status, Status | None] = MappingProxyType(
-    {
-        Status.NEW: Status.EXPIRED,
-        Status.ENQUEUD: Status.EXPIRED,
-        Status.ACCEPTD: Status.EXPIRED,
-        Status.PDLIVRD: FIRST_FINAL_SEGMENT,
-    }
-)
+# The statuses an operator may close a campaign's open messages with.
+CLOSING_STATUSES = frozenset({Status.EXPIRED, Status.DELETED})
+
+
+def resolution_tables(target: Status) -> tuple[Mapping[Status, Status], Mapping[Status, Status | None]]:
+    """(segment table, message table) of a resolution to `target`: a segment still open takes `target`, a
+    final one keeps its status; an open message takes `target`, except PDLIVRD (FIRST_FINAL_SEGMENT)."""
+    if not is_final(target):
+        raise ValueError(f"a message is resolved to a final status, not {target}")
+    segments = MappingProxyType({s: s if is_final(s) else target for s in SEGMENT_STATUSES})
+    messages: Mapping[Status, Status | None] = MappingProxyType(
+        {s: FIRST_FINAL_SEGMENT if s is Status.PDLIVRD else target for s in RANK}
+    )
+    return segments, messages
+
+
+SEGMENT_EXPIRY, MESSAGE_EXPIRY = resolution_tables(Status.EXPIRED)
 assert set(MESSAGE_EXPIRY) == set(RANK), "every open message status has its expiry"
 
 
-def expire(state: MessageState) -> Outcome:
-    """The expiry sweep's resolution of a message still open past its lifetime, by the tables above.
+def expire(state: MessageState, target: Status = Status.EXPIRED) -> Outcome:
+    """The expiry sweep's resolution of a message still open past its lifetime, by the tables above (and a
+    campaign's close, with its own `target`).
 
     The message status is set, not derived: it is the sweep's verdict.
     """
     if state.final:
         return _rejected(state, Reason.AFTER_FINAL)
-    resolved = MESSAGE_EXPIRY[state.status]
+    segment_table, message_table = resolution_tables(target)
+    resolved = message_table[state.status]
     if resolved is FIRST_FINAL_SEGMENT:
         resolved = next((s for s in state.segments if is_final(s)), WITHOUT_SEGMENT_DETAIL)
-    segments = tuple(SEGMENT_EXPIRY[s] for s in state.segments)
+    segments = tuple(segment_table[s] for s in state.segments)
     moved = tuple((n, s, e) for n, (s, e) in enumerate(zip(state.segments, segments, strict=True), 1) if s != e)
     return Outcome(replace(state, segments=segments, status=resolved), True, None, moved, state.status)

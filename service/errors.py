@@ -95,6 +95,13 @@ class BodyTooLarge(LimitExceeded):
     status = 413
 
 
+class OperationFailed(ServiceError):
+    """Code 15: an operation unrelated to data failed (a task's result asked before it is ready, a finished
+    task cancelled); `message` says why."""
+
+    code, status, default_message = 15, 409, "the operation failed"
+
+
 class ShuttingDown(ServiceError):
     code, status, default_message = 999, 503, "the service is shutting down"
 

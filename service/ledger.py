@@ -32,6 +32,7 @@ from service.reports import IncomingReport, Registration
 from service.statuses import FINAL, Status
 
 SWEEP = "sweep"
+CLOSE = "close"  # a campaign closed by an operator (`POST /campaigns/{c}/close`): the sweep's rules, now
 REGISTRATION = "registration"
 
 SegmentChange = tuple[int, Status, Status]  # (segment, from, to)
@@ -228,15 +229,15 @@ def _outcome(state: MessageState, report: Report) -> Outcome:
     return found
 
 
-_EXPIRED: dict[MessageState, Outcome] = {}  # the same for the sweep: a few shapes of open message recur
+_EXPIRED: dict[tuple[MessageState, Status], Outcome] = {}  # the same for the sweep: few shapes recur
 
 
-def _expiry(state: MessageState) -> Outcome:
-    found = _EXPIRED.get(state)
+def _expiry(state: MessageState, target: Status) -> Outcome:
+    found = _EXPIRED.get((state, target))
     if found is None:
-        found = expire(state)
+        found = expire(state, target)
         if len(_EXPIRED) < _MAX_OUTCOMES:
-            _EXPIRED[state] = found
+            _EXPIRED[state, target] = found
     return found
 
 
@@ -407,10 +408,13 @@ class Ledger:
 
     # -- the expiry sweep --------------------------------------------------------------------------
 
-    def expire(self, message_id: str, now: datetime) -> ChangeEvent | None:
-        """Resolve a message past its lifetime (`engine.expire`); None if it is final already."""
+    def expire(
+        self, message_id: str, now: datetime, target: Status = Status.EXPIRED, source: str = SWEEP
+    ) -> ChangeEvent | None:
+        """Resolve a message past its lifetime (`engine.expire`), or closed with `target` by an operator
+        (source CLOSE); None if it is final already."""
         record = self.records[message_id]
-        outcome = _expiry(record.state)
+        outcome = _expiry(record.state, target)
         if not outcome.applied:
             return None
         stamps = list(record.segment_updated_at)
@@ -423,7 +427,7 @@ class Ledger:
             updated_at=now,
             version=record.version + 1,
         )
-        change = self._change(after, record.status, SWEEP, outcome.transitions, now)
+        change = self._change(after, record.status, source, outcome.transitions, now)
         self.history.append(sweep_history(change))
         return change
 
@@ -448,8 +452,8 @@ class Ledger:
 
 
 def sweep_history(change: ChangeEvent) -> HistoryEntry:
-    """A sweep resolution's history row: the status it was resolved to, when, by the sweep."""
-    return HistoryEntry(change.message_id, change.status, change.at, SWEEP, True)
+    """A sweep's (or a close's) resolution history row: the status it was resolved to, when, by whom."""
+    return HistoryEntry(change.message_id, change.status, change.at, change.source, True)
 
 
 def _seconds_since(start: datetime, end: datetime) -> float:

@@ -111,7 +111,7 @@ AUTH_FAILURES = Counter(
 )  # kind: webhook, signature, api_key, scope (code 9), disabled (code 14)
 RETENTION_PRUNED = Counter(
     "dlr_retention_pruned_total",
-    "Rows deleted past DLR_RETENTION, by what (messages, with their history; quarantine)",
+    "Rows deleted past DLR_RETENTION, by what (messages, with their history; quarantine; tasks)",
     ["what"],
 )
 API_REQUESTS = Counter("dlr_api_requests_total", "API requests let through, by API key name (DLR_API_KEYS)", ["key"])
@@ -170,4 +170,16 @@ SUBSCRIPTIONS_DISABLED = Gauge(
 )
 DELIVERIES_PRUNED = Counter(
     "dlr_webhook_deliveries_pruned_total", "Finished deliveries deleted past DLR_EVENT_RETENTION"
+)
+TASKS = Counter(
+    "dlr_tasks_total", "Background tasks ended, by kind and outcome", ["kind", "outcome"]
+)  # kind: export, close, replay; outcome: done, failed, cancelled
+TASKS_RUNNING = Gauge(
+    "dlr_tasks_running", "Background tasks being run (by this process, or all workers)", multiprocess_mode="livesum"
+)
+TASK_BATCH_SECONDS = Histogram(
+    "dlr_task_batch_duration_seconds",
+    "Duration of one background task batch (its transaction), by kind",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

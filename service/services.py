@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -11,6 +12,9 @@ from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
 from service.feed import ChangeSignal
 from service.writer import ReportWriter
+
+if TYPE_CHECKING:  # the runner's kinds import the handlers' modules, which import this one
+    from service.tasks.runner import TaskRunner
 
 
 @dataclass(slots=True)
@@ -21,6 +25,7 @@ class Services:
     campaign_stats: CampaignStatsCache
     schema_head: str  # the migration revision this code expects
     changes: ChangeSignal  # wakes this process's long-polling feed readers when it commits a change
+    tasks: TaskRunner  # this process's runner of background tasks (woken when a request queues one)
     rate_limits: TokenBuckets | None = None  # DLR_RATE_LIMIT's buckets, one per API key name, this process
     draining: bool = False  # a stop signal arrived: not ready, but still finishing requests
     shutting_down: bool = False  # the requests are done: the pool is closing

@@ -96,16 +96,24 @@ class ExpirySweeper:
         return resolved
 
     async def _prune_past_retention(self, cutoff: datetime) -> None:
-        """Messages final for longer than DLR_RETENTION (with their history), and quarantined payloads."""
+        """Messages final for longer than DLR_RETENTION (with their history), quarantined payloads and finished
+        tasks (with an export's output)."""
         sent_before = cutoff - timedelta(seconds=self._lifetime)
         messages = await self._in_steps(
             lambda conn: retention.prune_messages(conn, cutoff, sent_before, self._batch_size)
         )
         quarantined = await self._in_steps(lambda conn: retention.prune_quarantine(conn, cutoff, self._batch_size))
+        tasks = await self._in_steps(lambda conn: retention.prune_tasks(conn, cutoff, self._batch_size))
         metrics.child(metrics.RETENTION_PRUNED, "messages").inc(messages)
         metrics.child(metrics.RETENTION_PRUNED, "quarantine").inc(quarantined)
-        if messages or quarantined:
-            logger.info("retention: deleted %d messages and %d quarantined payloads", messages, quarantined)
+        metrics.child(metrics.RETENTION_PRUNED, "tasks").inc(tasks)
+        if messages or quarantined or tasks:
+            logger.info(
+                "retention: deleted %d messages, %d quarantined payloads and %d finished tasks",
+                messages,
+                quarantined,
+                tasks,
+            )
 
     async def _in_steps(self, step: Callable[[store.Connection], Awaitable[int]]) -> int:
         """Run a pruning step (at most a batch of rows, its own transaction) until it finds less than a full

@@ -81,7 +81,8 @@ def db(database_url: str) -> str:
     asyncio.run(
         _admin(
             database_url,
-            "TRUNCATE messages, history, quarantine, sender_events, events, subscriptions, deliveries RESTART IDENTITY",
+            "TRUNCATE messages, history, quarantine, sender_events, events, subscriptions, deliveries, tasks,"
+            " task_output RESTART IDENTITY",
         )
     )
     return database_url

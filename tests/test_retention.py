@@ -1,11 +1,13 @@
 """DLR_RETENTION: a sweep pass deletes messages final for longer than it, with their history and the senders'
-event ids they kept, and quarantined payloads older than it; open messages never; `0` keeps everything."""
+event ids they kept, quarantined payloads and finished tasks older than it; open messages never; `0` keeps
+everything."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
+import time
 
 import asyncpg
 import pytest
@@ -29,10 +31,12 @@ AGED = [
     "UPDATE messages SET sent_at = now() - interval '100 days', expires_at = now() + interval '1 day'"
     " WHERE id = 'open'",
     "UPDATE quarantine SET received_at = now() - interval '91 days' WHERE id = 1",
+    "UPDATE tasks SET finished_at = now() - interval '91 days'",
 ]
 
 
-def _seed(client: TestClient, db: str) -> None:
+def _seed(client: TestClient, db: str) -> int:
+    """The messages, payloads and a finished export; returns the export's task id."""
     for message_id in ("old", "old-late", "recent"):
         event = {
             "eventId": f"ev-{message_id}",
@@ -40,10 +44,16 @@ def _seed(client: TestClient, db: str) -> None:
             "data": {"messageId": message_id, "status": "DELIVRD"},
         }
         assert client.post("/dlr/mobizon", json=event).json()["code"] == 0
-    client.post("/messages", json={"id": "open"})
+    client.post("/messages", json={"id": "open", "campaign": "c"})
+    task = client.post("/campaigns/c/export", json={"format": "csv"}).json()["data"]["task_id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/tasks/{task}").json()["data"]["state"] != "done":
+        assert time.monotonic() < deadline, "the export did not finish"
+        time.sleep(0.1)
     for _ in range(2):
         client.post("/dlr/generic", data={"id": "q", "status": "NOT-A-STATUS"})  # quarantined
     _age(db)
+    return int(task)
 
 
 def _age(db: str) -> None:
@@ -67,7 +77,7 @@ def _sweep(db: str, retention: str) -> None:
 
 
 def test_a_sweep_pass_deletes_what_is_past_retention_and_nothing_else(client: TestClient, db: str) -> None:
-    _seed(client, db)
+    task = _seed(client, db)
     _sweep(db, "90d")
     ids = {r["id"] for r in fetch(db, "SELECT id FROM messages")}
     assert ids == {"recent", "open"}
@@ -75,13 +85,16 @@ def test_a_sweep_pass_deletes_what_is_past_retention_and_nothing_else(client: Te
     assert {r["event_id"] for r in fetch(db, "SELECT event_id FROM sender_events")} == {"ev-recent"}
     assert [r["id"] for r in fetch(db, "SELECT id FROM quarantine ORDER BY id")] == [2]
     assert client.get("/messages/old").json()["code"] == 2
+    assert client.get(f"/tasks/{task}").json()["code"] == 2
+    assert fetch(db, "SELECT count(*) AS n FROM task_output")[0]["n"] == 0
 
 
 def test_retention_zero_keeps_everything(client: TestClient, db: str) -> None:
-    _seed(client, db)
+    task = _seed(client, db)
     _sweep(db, "0")
     assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {"old", "old-late", "recent", "open"}
     assert len(fetch(db, "SELECT id FROM quarantine")) == 2
+    assert client.get(f"/tasks/{task}").json()["data"]["state"] == "done"
 
 
 def test_retention_is_read_and_a_malformed_one_stops_the_start() -> None:

@@ -255,3 +255,53 @@ def test_the_generated_sweep_statement_makes_the_ledgers_changes(client: TestCli
     }
     expected = Counter((c.previous_status, c.status) for c in changes.values() if c)
     assert {(r.previous, r.status): r.n for r in counts} == expected  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("target", ["EXPIRED", "DELETED"])
+def test_the_generated_close_statement_makes_the_ledgers_changes(client: TestClient, db: str, target: str) -> None:
+    """A campaign's close is the sweep's statement with its own target and source: for every open state of 1-3
+    segments it leaves each message exactly as `Ledger.expire(target, source=close)` does, with the same
+    history and feed rows, and leaves final messages alone."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from service.ledger import CLOSE, Ledger
+    from service.statuses import Status
+    from service.store import close_batch
+    from service.store.messages import COLUMNS, EVENT_COLUMNS, record_from_row
+
+    seed_every_open_state(client)
+    now = datetime.now(UTC)
+    status = Status(target)
+
+    async def run() -> tuple[Ledger, list[asyncpg.Record], list[asyncpg.Record], list[asyncpg.Record]]:
+        conn = await asyncpg.connect(db)
+        try:
+            rows = await conn.fetch(f"SELECT {COLUMNS} FROM messages")
+            ledger = Ledger({r["id"]: record_from_row(r) for r in rows}, lifetime=0)
+            async with conn.transaction():
+                await close_batch(conn, now, status, sorted(ledger.records))
+            after = await conn.fetch(f"SELECT {COLUMNS} FROM messages")
+            history = await conn.fetch(
+                "SELECT message_id, status, received_at, source, applied FROM history WHERE source = 'close'"
+            )
+            fed = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE source = 'close'")
+            return ledger, after, history, fed
+        finally:
+            await conn.close()
+
+    ledger, after, history, fed = asyncio.run(run())
+    before = dict(ledger.records)
+    changes = {i: ledger.expire(i, now, status, CLOSE) for i in sorted(ledger.records)}
+    assert any(c is None for c in changes.values()), "some messages were final already"
+    assert {r["id"]: record_from_row(r) for r in after} == {
+        i: c.message if c else before[i] for i, c in changes.items()
+    }
+    assert sorted(tuple(h) for h in history) == sorted(
+        (h.message_id, h.status.value, h.received_at, h.source, h.applied) for h in ledger.history
+    )
+    assert {r["id"]: (record_from_row(r[3:]), r["previous_status"], r["source"]) for r in fed} == {
+        i: (c.message, c.previous_status, c.source) for i, c in changes.items() if c
+    }

@@ -14,11 +14,13 @@ from typing import Any
 from service import __version__, fields
 from service import field_schemas as schemas
 from service.dialects import DIALECTS, Dialect
+from service.engine import CLOSING_STATUSES
 from service.http import messages
 from service.http.scopes import ROUTE_SCOPES
 from service.payloads import FORM, JSON, TEXT
 from service.statuses import Status
 from service.subscriptions.model import MAX_CAMPAIGNS
+from service.tasks.model import MEDIA_TYPES, ExportFormat, Kind, State
 
 STATUS = {"type": "string", "enum": [s.value for s in Status]}
 NULL_STR = {"type": ["string", "null"]}
@@ -375,6 +377,109 @@ def _subscriptions() -> dict[str, Any]:
     }
 
 
+TASK = {
+    "type": "object",
+    "required": ["id", "kind", "state", "progress", "result", "error", "created_at", "started_at", "finished_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "kind": {"type": "string", "enum": [k.value for k in Kind]},
+        "state": {"type": "string", "enum": [s.value for s in State]},
+        "progress": {
+            "type": "object",
+            "properties": {"done": {"type": "integer"}, "total": {"type": ["integer", "null"]}},
+        },
+        "result": {"type": ["object", "null"]},
+        "error": NULL_STR,
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": NULL_TIME,
+        "finished_at": NULL_TIME,
+    },
+}
+
+
+def _task_request(summary: str, body: dict[str, Any], required: bool, *path: dict[str, Any]) -> dict[str, Any]:
+    """A mass operation: a JSON object asks for it (no other field), code 100 (HTTP 202) answers its task id."""
+    schema = {"type": "object", "additionalProperties": False, **body}
+    accepted = _envelope({"type": "object", "required": ["task_id"], "properties": {"task_id": {"type": "integer"}}})
+    responses = _answers({}, 400, 401, 404, 413, 415, 503)
+    del responses["200"]
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": list(path),
+            "requestBody": {"required": required, "content": {JSON: {"schema": schema}}},
+            "responses": {
+                "202": {
+                    "description": "code 100: sent for background execution",
+                    "content": {JSON: {"schema": accepted}},
+                },
+                **responses,
+            },
+        }
+    }
+
+
+def _tasks() -> dict[str, Any]:
+    campaign = _param("campaign", "path", True)
+    task_id = _param("id", "path", True, {"type": "integer"})
+    return {
+        "/campaigns/{campaign}/export": _task_request(
+            "Export every message of a campaign (csv or ndjson) in the background",
+            {
+                "required": ["format"],
+                "properties": {"format": {"type": "string", "enum": [f.value for f in ExportFormat]}},
+            },
+            True,
+            campaign,
+        ),
+        "/campaigns/{campaign}/close": _task_request(
+            "Resolve every open message of a campaign now, as the expiry sweep would, in the background",
+            {
+                "required": ["status"],
+                "properties": {"status": {"type": "string", "enum": sorted(s.value for s in CLOSING_STATUSES)}},
+            },
+            True,
+            campaign,
+        ),
+        "/quarantine/replay": _task_request(
+            "Replay every matching quarantined payload in the background; what still fails stays",
+            {
+                "properties": {
+                    "dialect": {"anyOf": [{"type": "string", "enum": sorted(DIALECTS)}, schemas.NULL]},
+                    "since": schemas.moment(False),
+                    "until": schemas.moment(False),
+                }
+            },
+            False,
+        ),
+        "/tasks/{id}": {
+            "get": {
+                "summary": "A background task: state, progress, result, error",
+                "parameters": [task_id],
+                "responses": _answers(TASK, 401, 404, 503),
+            },
+            "delete": {
+                "summary": "Cancel a task that has not finished (code 15 once it has)",
+                "parameters": [task_id],
+                "responses": _answers(TASK, 401, 404, 409, 503),
+            },
+        },
+        "/tasks/{id}/result": {
+            "get": {
+                "summary": "An export's output, streamed (code 15 until the export is done)",
+                "parameters": [task_id],
+                "responses": {
+                    "200": {
+                        "description": "the export: CSV with a header row, or NDJSON",
+                        "content": {MEDIA_TYPES[f].split(";")[0]: {"schema": {"type": "string"}} for f in ExportFormat},
+                    },
+                    **{str(c): {"description": "an error in the envelope", **ENVELOPE} for c in (401, 404, 409, 503)},
+                },
+            }
+        },
+    }
+
+
 def _status_filter() -> dict[str, Any]:
     return {"type": "string", "enum": ["", *(s.value for s in Status)]}
 
@@ -475,6 +580,7 @@ def build(max_batch: int, api_keys: bool = False, webhook_token: bool = False) -
             }
         },
         **_subscriptions(),
+        **_tasks(),
         "/healthz": {"get": {"summary": "Process alive", "responses": _answers({})}},
         "/readyz": {"get": {"summary": "Database reachable and schema at head", "responses": _answers({}, 503)}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
@@ -530,6 +636,8 @@ _ROUTE_TEMPLATES = {
     "/messages/{id}": "/messages/{id:anything}",
     "/messages/{id}/history": "/messages/{id:anything}/history",
     "/campaigns/{campaign}": "/campaigns/{campaign:anything}",
+    "/campaigns/{campaign}/export": "/campaigns/{campaign:anything}/export",
+    "/campaigns/{campaign}/close": "/campaigns/{campaign:anything}/close",
 }
 
 

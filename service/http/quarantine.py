@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import fields, metrics, store
 from service.auth import require_api_key
-from service.dialects import ItemError
-from service.errors import BadPayload, LimitExceeded, NotFound, PayloadLimit, UnknownModule, database_errors
+from service.errors import LimitExceeded, NotFound, database_errors
 from service.http import views
 from service.http.envelope import ok
-from service.http.ingest import dialect_for
 from service.http.requests import page_limit, read_query, state
 from service.http.scopes import scope_of
-from service.payloads import BatchTooLarge, RequestParts
-from service.reports import IncomingReport
+from service.replay import replay_quarantined
 from service.writer import record
 
 DEFAULT_PAGE = 50
@@ -52,10 +47,8 @@ async def list_quarantine(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
-    """Parse a quarantined payload again; when every report in it is valid, apply them and let it go.
-
-    The apply and the removal share one transaction: a replay is never half-done.
-    """
+    """Parse a quarantined payload again; when every report in it is valid, apply them and let it go
+    (`replay.replay_quarantined`)."""
     app = state(request)
     require_api_key(request, app, scope_of(request))
     read_query(request)
@@ -67,24 +60,11 @@ async def replay(request: Request) -> Response:
     if item_id is None:
         raise NotFound(f"quarantined payload {raw_id[:40]!r} not found")
     async with database_errors("replay"), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
-        row = await store.take_quarantined(conn, item_id)
-        if row is None:
-            raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
-        try:
-            dialect = dialect_for(row["dialect"])
-        except UnknownModule as exc:
-            raise BadPayload({"dialect": exc.message}) from None
-        parts = RequestParts(row["method"], row["content_type"], bytes(row["query"]), bytes(row["body"]))
-        try:
-            parsed = dialect.parse(parts, datetime.now(UTC), app.settings.max_batch)
-        except BatchTooLarge as exc:
-            raise PayloadLimit(exc.errors) from None  # "limits broken: batch", as a replay has always said
-        failed = [i for i in parsed.items if isinstance(i, ItemError)]
-        if failed:
-            raise failed[0].kind({f"item {i.index}.{k}": v for i in failed for k, v in i.errors.items()})
-        reports = [i for i in parsed.items if isinstance(i, IncomingReport)]
-        answers = await store.apply_reports(conn, reports, lifetime=app.settings.lifetime)
-        await store.drop_quarantined(conn, item_id)
+        answers = await replay_quarantined(
+            conn, item_id, lifetime=app.settings.lifetime, max_batch=app.settings.max_batch
+        )
+    if answers is None:
+        raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
     record(answers)
     metrics.REPLAYED.inc()
     return ok(

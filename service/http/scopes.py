@@ -27,6 +27,12 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("POST", "/subscriptions/{id}/rotate-secret"): Scope.ADMIN,
     ("GET", "/subscriptions/{id}/deliveries"): Scope.ADMIN,
     ("POST", "/subscriptions/{id}/replay"): Scope.ADMIN,
+    ("POST", "/campaigns/{campaign:anything}/export"): Scope.ADMIN,
+    ("POST", "/campaigns/{campaign:anything}/close"): Scope.ADMIN,
+    ("POST", "/quarantine/replay"): Scope.ADMIN,
+    ("GET", "/tasks/{id}"): Scope.ADMIN,
+    ("DELETE", "/tasks/{id}"): Scope.ADMIN,
+    ("GET", "/tasks/{id}/result"): Scope.ADMIN,
 }
 
 

@@ -73,3 +73,18 @@ def quarantined(record: asyncpg.Record) -> dict[str, Any]:
         # asyncpg hands jsonb over as its text: show the field -> reason map the sender was answered with.
         "error": json.loads(record["error"]),
     }
+
+
+def task(record: asyncpg.Record) -> dict[str, Any]:
+    """A background task as `GET /tasks/{id}` shows it (asyncpg hands jsonb over as its text)."""
+    return {
+        "id": record["id"],
+        "kind": record["kind"],
+        "state": record["state"],
+        "progress": {"done": record["done"], "total": record["total"]},
+        "result": None if record["result"] is None else json.loads(record["result"]),
+        "error": record["error"],
+        "created_at": record["created_at"],
+        "started_at": record["started_at"],
+        "finished_at": record["finished_at"],
+    }

@@ -17,7 +17,7 @@ from service.store.queries import (
 )
 from service.store.registrations import register_messages
 from service.store.reports import apply_reports
-from service.store.sweep import count_open, sweep_batch
+from service.store.sweep import close_batch, count_open, sweep_batch
 
 __all__ = [
     "Connection",
@@ -25,6 +25,7 @@ __all__ = [
     "RawRequest",
     "apply_reports",
     "campaign_stats",
+    "close_batch",
     "count_open",
     "drop_quarantined",
     "get_history",

@@ -69,3 +69,24 @@ async def take_quarantined(conn: Connection, item_id: int) -> asyncpg.Record | N
 
 async def drop_quarantined(conn: Connection, item_id: int) -> None:
     await conn.execute("DELETE FROM quarantine WHERE id = $1", item_id)
+
+
+_MATCHING = """
+    FROM quarantine
+    WHERE ($1::text IS NULL OR dialect = $1) AND ($2::timestamptz IS NULL OR received_at >= $2)
+      AND ($3::timestamptz IS NULL OR received_at <= $3)
+"""
+
+
+async def count_matching(conn: Connection, dialect: str | None, since: datetime | None, until: datetime | None) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) {_MATCHING}", dialect, since, until))
+
+
+async def matching_ids(
+    conn: Connection, dialect: str | None, since: datetime | None, until: datetime | None, after: int, limit: int
+) -> list[int]:
+    """Quarantined payloads of a dialect received in [since, until], oldest first, after the id `after`."""
+    rows = await conn.fetch(
+        f"SELECT id {_MATCHING} AND id > $4 ORDER BY id LIMIT $5", dialect, since, until, after, limit
+    )
+    return [r["id"] for r in rows]

@@ -69,3 +69,25 @@ async def prune_quarantine(conn: Connection, before: datetime, limit: int) -> in
             limit,
         )
     )
+
+
+async def prune_tasks(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` tasks finished before `before` (done, failed or cancelled), with an export's output
+    (ON DELETE CASCADE). Tasks are few: the walk by id reads them all at worst."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH doomed AS (
+                SELECT id FROM tasks
+                WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < $1
+                ORDER BY id LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM tasks AS t USING doomed AS d WHERE t.id = d.id RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )

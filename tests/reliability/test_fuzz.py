@@ -803,6 +803,7 @@ EXTRA_FORM_FIELDS = "by design: a form's extra fields are ignored whatever their
 STALE_REPLAY = "state, not shape: replaying a payload that is still invalid answers 400"
 BATCH = "by design: a batch applies its valid items and refuses the rest (207, code 98)"
 SUBSCRIBER_ADDRESS = "state, not shape: a subscriber URL's host must resolve, to global addresses only"
+CANCELLED_TASK = "by design: DELETE /tasks/{id} cancels a task, which stays readable (state cancelled)"
 
 
 def explained(operation: str, check: str, case: Any, response: Any) -> str | None:
@@ -830,6 +831,8 @@ def explained(operation: str, check: str, case: Any, response: Any) -> str | Non
         refused = json.loads(getattr(response, "content", b"") or b"{}").get("data") or {}
         if list(refused) == ["url"]:
             return SUBSCRIBER_ADDRESS
+    if check == "use_after_free" and operation.startswith("GET /tasks/"):
+        return CANCELLED_TASK
     return None
 
 
