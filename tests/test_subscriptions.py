@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from service.access import parse_api_keys
 from service.app import create_app
 from service.config import Secret, Settings
 from tests.conftest import fetch
@@ -172,7 +173,7 @@ def test_strict_parameters_and_methods(subs: TestClient) -> None:
 
 
 def test_subscriptions_need_an_api_key_when_keys_are_set(settings: Settings) -> None:
-    keyed = replace(settings, api_keys=frozenset({Secret("k1")}), subscription_allow_private=True)
+    keyed = replace(settings, api_keys=parse_api_keys("k1"), subscription_allow_private=True)
     with TestClient(create_app(keyed)) as client:
         assert client.post("/subscriptions", json={"url": HOOK}).json()["code"] == 8
         assert client.get("/subscriptions").status_code == 401

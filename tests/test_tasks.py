@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from service.access import parse_api_keys
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import fetch
@@ -220,9 +221,8 @@ def test_export_and_close_refusals(tasks_client: TestClient) -> None:
 
 def test_tasks_need_the_api_key(settings: Settings) -> None:
     """With DLR_API_KEYS set, every task endpoint answers code 8 without the key."""
-    from service.config import Secret
 
-    with TestClient(create_app(replace(settings, api_keys=frozenset({Secret("k1")})))) as client:
+    with TestClient(create_app(replace(settings, api_keys=parse_api_keys("k1")))) as client:
         for method, path in [
             ("POST", "/campaigns/c/export"),
             ("POST", "/campaigns/c/close"),
