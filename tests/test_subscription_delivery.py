@@ -219,6 +219,28 @@ def test_a_receiver_down_then_up_loses_nothing(fast: Settings) -> None:
         assert all(a["error"] for a in errors)
 
 
+def test_once_a_receiver_answers_again_its_backed_off_retries_are_due_at_once(fast: Settings) -> None:
+    """A receiver down long enough that its deliveries wait a long backoff (here 300 s after two refusals):
+    when it answers again (a new event gets through), the waiting ones are tried at once, not in 300 s."""
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0))
+    port = free_port()
+    with TestClient(create_app(patient)) as client:
+        sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
+        client.post("/dlr/generic", json=[{"id": f"o{i}", "status": "ACCEPTD"} for i in range(5)])
+
+        # refused twice each: the third attempt is 300 s away
+        def refused_twice() -> bool:
+            queued = deliveries(client, sub["id"])
+            return len(queued) == 5 and all(len(d["attempts"]) >= 2 for d in queued)
+
+        assert wait_until(refused_twice, timeout=20)
+        with receiving(port=port) as receiver:
+            client.post("/dlr/generic", json={"id": "back", "status": "ACCEPTD"})
+            got = receiver.wait_for(6, timeout=15)
+            ids = sorted(verified(sub["secret"], r)["data"]["id"] for r in got)
+            assert ids == ["back", *[f"o{i}" for i in range(5)]]
+
+
 def test_a_hanging_receiver_does_not_slow_ingest(app: TestClient) -> None:
     """A subscriber that never answers within the timeout: every report is still acknowledged at once."""
     with receiving(lambda n: Answer(200, delay=3)) as receiver:

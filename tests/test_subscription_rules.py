@@ -12,7 +12,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from service.config import DEFAULT_DELIVERY_SCHEDULE, Settings, SettingsError
 from service.subscriptions import policy, signing
 from service.subscriptions.address_guard import refusal
-from service.subscriptions.policy import Attempt, decide
+from service.subscriptions.policy import Attempt, decide, recovered
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SCHEDULE = (0.0, 5.0, 300.0)
@@ -154,3 +154,15 @@ def test_configuration_defaults() -> None:
 def test_malformed_values_stop_the_start_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value}, env_file=None)
+
+
+def test_a_success_ends_an_outage_only_after_a_streak_longer_than_the_first_retry_wait() -> None:
+    """A subscriber back after failing longer than the first retry wait has its waiting retries pulled forward;
+    one event's failure among successes (a shorter streak), or a failure, pulls nothing."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    schedule = (0.0, 5.0, 300.0)
+    ok, refused = Attempt(now, 0.01, 204), Attempt(now, 0.01, None, "ConnectError")
+    assert recovered(ok, now - timedelta(seconds=6), schedule)
+    assert not recovered(ok, now - timedelta(seconds=4), schedule)
+    assert not recovered(ok, None, schedule)
+    assert not recovered(refused, now - timedelta(minutes=5), schedule)

@@ -223,6 +223,21 @@ async def record_attempt(
         )
 
 
+async def retry_now(conn: Connection, subscription_id: int, beyond: float) -> int:
+    """Make a subscription's deliveries waiting for a retry due now (its subscriber is back). Only those due
+    more than `beyond` seconds on: a claimed delivery's lease is shorter, and an attempt in flight must not
+    get a second one beside it."""
+    status = await conn.execute(
+        """
+        UPDATE deliveries SET next_attempt_at = now()
+        WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at > now() + make_interval(secs => $2)
+        """,
+        subscription_id,
+        beyond,
+    )
+    return int(status.split()[-1])
+
+
 # --- the deliveries API ----------------------------------------------------------------------------------
 
 

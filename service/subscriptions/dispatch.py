@@ -197,6 +197,10 @@ class SubscriptionDispatcher:
                     at=attempt.at,
                     disable=verdict.disable,
                 )
+                if policy.recovered(attempt, row["failing_since"], self._settings.delivery_schedule):
+                    pulled = await store.retry_now(conn, subscription_id, self._lease)
+                    if pulled:
+                        logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
             if verdict.state != policy.PENDING:
                 metrics.WEBHOOK_DELIVERIES.labels(verdict.state).inc()
             if verdict.disable is not None:

@@ -90,6 +90,17 @@ def decide(
     return Verdict(PENDING, attempt.at + timedelta(seconds=wait), disable)
 
 
+def recovered(attempt: Attempt, failing_since: datetime | None, schedule: Sequence[float]) -> bool:
+    """Whether this attempt ends an outage: a success after the subscriber failed for longer than the first
+    retry wait. Its other deliveries waiting for a retry are then due at once, not at their backed-off times
+    (after a five-minute outage the third attempt of the last failures is five minutes on, the fourth half an
+    hour). A shorter streak is one event's failure among successes: its own backoff stands."""
+    if not attempt.delivered or failing_since is None:
+        return False
+    first_wait = next((wait for wait in schedule if wait > 0), 0.0)
+    return attempt.at - failing_since >= timedelta(seconds=first_wait)
+
+
 def retry_after(header: str | None, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None when absent or unreadable."""
     if header is None:

@@ -1,0 +1,189 @@
+"""Subscriptions benchmark: what one subscription costs ingest, and whether its deliveries keep up.
+
+    python -m bench.subscriptions [--seconds 10] [--connections 64] [--rate 1000] [--outage 300]
+
+One service (one worker) and one subscriber on loopback (bench/webhook_sink.py under uvicorn, answering 204 at
+once), in one run:
+1. ingest flat out with no subscription, then with one: req/s of each and the ratio (goal >= 0.8);
+2. the deliveries of that run: per second, and how long after wrk stopped the last one arrived (the dispatcher
+   keeps up when that is near zero);
+3. a steady load of about --rate reports/s: the time from each event (its report's receipt) to its delivery,
+   p50 / p99 (goal p99 < 1 s);
+4. the subscriber down for --outage seconds under the steady load, then up: how long the backlog takes to drain
+   (goal < 2 minutes for a 5-minute outage).
+Each report here makes one event (a new message delivered at once), so deliveries = reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx2
+
+from bench.harness import (
+    Service,
+    WrkResult,
+    database_server,
+    free_port,
+    fresh_database,
+    run_wrk,
+    table,
+    wrk_command,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+class Sink:
+    """bench/webhook_sink.py in its own process, on a port that survives a restart (the outage)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "uvicorn", "bench.webhook_sink:app", "--port", str(self.port)]
+        argv += ["--log-level", "warning", "--no-access-log"]
+        self.proc = subprocess.Popen(argv, cwd=HERE.parent)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise SystemExit("the webhook sink did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+    def stats(self) -> dict[str, float]:
+        return dict(httpx2.get(self.url + "/stats", timeout=10).json())
+
+    def reset(self) -> None:
+        httpx2.post(self.url + "/reset", timeout=10)
+
+
+def events_since(dsn: str, since: float) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM events WHERE at >= to_timestamp($1)", since))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def drained(sink: Sink, expected: int, timeout: float) -> float | None:
+    """Seconds until the sink has `expected` distinct deliveries, or None past `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if sink.stats()["unique"] >= expected:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=1000, help="the steady load, reports/s in all")
+    parser.add_argument("--outage", type=float, default=300, help="seconds the subscriber is down")
+    args = parser.parse_args()
+    script = HERE / "ingest_unique.lua"
+    paced_connections = 16
+    paced = {"DELAY_MS": str(max(1, round(paced_connections * 1000 / args.rate)))}
+    rows: list[list[object]] = []
+    sink = Sink()
+    sink.start()
+    with database_server() as server:
+        dsn = fresh_database(server)
+        service = Service({"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_ALLOW_PRIVATE": "true"})
+        try:
+            run_wrk(service.url, script, args.connections, 2)  # warm-up
+            without = run_wrk(service.url, script, args.connections, args.seconds)
+            created = httpx2.post(f"{service.url}/subscriptions", json={"url": sink.url + "/hook"}, timeout=10)
+            if created.json()["code"] != 0:
+                raise SystemExit(f"could not subscribe: {created.text}")
+            time.sleep(1)
+            started = time.time()
+            with_one = run_wrk(service.url, script, args.connections, args.seconds)
+            ended = time.time()
+            expected = events_since(dsn, started - 0.5)
+            late = drained(sink, expected, 600)
+            delivered = sink.stats()["unique"]
+            rows += [
+                ["ingest flat out, no subscription: req/s (p99 ms)", _rate(without)],
+                ["ingest flat out, one subscription: req/s (p99 ms)", _rate(with_one)],
+                ["**with / without** (goal >= 0.8)", with_one.requests_per_second / without.requests_per_second],
+                ["deliveries of that run / events committed", f"{delivered:,.0f} / {expected:,}"],
+                ["deliveries per second (events / (run + drain))", expected / (ended - started + (late or 0))],
+                ["last delivery after wrk stopped, s", "not in 600 s" if late is None else f"{late:.1f}"],
+            ]
+
+            sink.reset()
+            steady_started = time.time()
+            steady = run_wrk(service.url, script, paced_connections, max(args.seconds, 20), env=paced)
+            expected = events_since(dsn, steady_started)
+            drained(sink, expected, 120)
+            stats = sink.stats()
+            rows += [
+                ["steady load: reports/s", steady.requests_per_second],
+                [
+                    "steady load: event to delivery p50 / p99 / max, s (goal p99 < 1)",
+                    f"{stats['p50']:.3f} / {stats['p99']:.3f} / {stats['max']:.3f}",
+                ],
+            ]
+
+            sink.stop()
+            outage_started = time.time()
+            load = subprocess.Popen(
+                wrk_command(service.url, script, paced_connections, 3600),
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, **paced},
+            )
+            time.sleep(args.outage)
+            sink.start()  # a new process: it starts empty
+            back = time.monotonic()
+            load.send_signal(signal.SIGINT)
+            load.wait(60)
+            expected = events_since(dsn, outage_started)
+            took = drained(sink, expected, 1800)
+            since_back = time.monotonic() - back
+            rows += [
+                [f"subscriber down {args.outage:.0f} s under the steady load: events queued", f"{expected:,}"],
+                [
+                    "backlog drained after it came back, s (goal < 120 for 300 s down)",
+                    "not in 1800 s" if took is None else f"{since_back:.1f}",
+                ],
+            ]
+        finally:
+            service.stop()
+            sink.stop()
+    print()
+    print(table(["measure", "value"], rows))
+    print(
+        f"\n{args.connections} connections flat out; the steady load {paced_connections} connections pacing at"
+        f" {paced['DELAY_MS']} ms; one service worker, one subscriber, 2 cores"
+    )
+
+
+def _rate(result: WrkResult) -> str:
+    return f"{result.requests_per_second:,.0f} ({result.p99_ms:.1f})"
+
+
+if __name__ == "__main__":
+    main()
