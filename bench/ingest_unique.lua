@@ -7,7 +7,8 @@ function setup(thread)
 end
 
 function init(args)
-  prefix = prefix .. string.format("%x-", math.random(0, 0xffffff))
+  -- RUN: a tag per wrk run, for ids new in each run against one database (math.random repeats across runs).
+  prefix = (os.getenv("RUN") or "") .. prefix .. string.format("%x-", math.random(0, 0xffffff))
 end
 
 request = function()

@@ -113,14 +113,14 @@ def main() -> None:
         dsn = fresh_database(server)
         service = Service({"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_ALLOW_PRIVATE": "true"})
         try:
-            run_wrk(service.url, script, args.connections, 2)  # warm-up
-            without = run_wrk(service.url, script, args.connections, args.seconds)
+            run_wrk(service.url, script, args.connections, 2, env={"RUN": "warm"})
+            without = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "without"})
             created = httpx2.post(f"{service.url}/subscriptions", json={"url": sink.url + "/hook"}, timeout=10)
             if created.json()["code"] != 0:
                 raise SystemExit(f"could not subscribe: {created.text}")
             time.sleep(1)
             started = time.time()
-            with_one = run_wrk(service.url, script, args.connections, args.seconds)
+            with_one = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "with"})
             ended = time.time()
             expected = events_since(dsn, started - 0.5)
             late = drained(sink, expected, 600)
@@ -136,7 +136,8 @@ def main() -> None:
 
             sink.reset()
             steady_started = time.time()
-            steady = run_wrk(service.url, script, paced_connections, max(args.seconds, 20), env=paced)
+            steady_env = {**paced, "RUN": "steady"}
+            steady = run_wrk(service.url, script, paced_connections, max(args.seconds, 20), env=steady_env)
             expected = events_since(dsn, steady_started)
             drained(sink, expected, 120)
             stats = sink.stats()
@@ -153,7 +154,7 @@ def main() -> None:
             load = subprocess.Popen(
                 wrk_command(service.url, script, paced_connections, 3600),
                 stdout=subprocess.DEVNULL,
-                env={**os.environ, **paced},
+                env={**os.environ, **paced, "RUN": "outage"},
             )
             time.sleep(args.outage)
             sink.start()  # a new process: it starts empty
