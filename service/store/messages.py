@@ -94,7 +94,7 @@ _UPDATE = f"""
     WHERE m.id = u.id AND m.id = ANY($6::text[]) AND m.xmin = u.xmin
     RETURNING {", ".join(f"m.{c}" for c in COLUMN_TYPES)}
 """
-# A plain insert: a message another transaction created since the lock fails it on the primary key (and
+# A plain insert: a message another transaction created since the read fails it on the primary key (and
 # the batch is applied again). ON CONFLICT DO NOTHING would catch that too, at the price of a speculative
 # insertion and one more WAL record for every message created.
 _INSERT = f"""
