@@ -9,8 +9,9 @@ from urllib.parse import unquote_to_bytes
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
-from service.errors import BadPayload, BodyTooLarge, LimitExceeded, ShuttingDown
-from service.payloads import decode_form
+from service import fields
+from service.errors import BadPayload, BodyTooLarge, LimitExceeded, NotFound, ShuttingDown
+from service.payloads import JSON, decode_form, decode_json, media_type, unsupported_content_type
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -18,6 +19,30 @@ if TYPE_CHECKING:
 
 async def read_request_body(request: Request, limit: int) -> bytes:
     return await read_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_json_body(request: Request, limit: int, *, blank_is_empty: bool = False) -> Any:
+    """The request's JSON body (a JSON content type, or none at all); with `blank_is_empty`, a blank body is
+    an empty object (else it is no JSON, code 1)."""
+    body = await read_request_body(request, limit)
+    if blank_is_empty and not body.strip():
+        return {}
+    kind = media_type(request.headers.get("content-type"))
+    if kind is not None and kind != JSON and not kind.endswith("+json"):
+        raise unsupported_content_type(kind)
+    return decode_json(body)
+
+
+def numeric_path_id(request: Request, what: str) -> int:
+    """The `{id}` path parameter as a whole number, or code 2 naming `what` (an id no row can have is none)."""
+    raw = request.path_params["id"]
+    try:
+        found = fields.count(raw, 2**62)
+    except fields.FieldError:
+        found = None
+    if found is None:
+        raise NotFound(f"{what} {raw[:40]!r} not found", {"id": raw[:40]})
+    return found
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

@@ -17,9 +17,8 @@ from service import fields
 from service.auth import require_api_key
 from service.errors import BadPayload, LimitExceeded, MissingFields, NotFound, database_errors
 from service.http.envelope import EnvelopeResponse, ok
-from service.http.requests import page_limit, read_query, read_request_body, state
+from service.http.requests import numeric_path_id, page_limit, read_json_body, read_query, state
 from service.http.scopes import scope_of
-from service.payloads import JSON, RequestParts, decode_json, media_type, unsupported_content_type
 from service.services import Services
 from service.store import subscriptions as store
 from service.subscriptions import address_guard, signing
@@ -63,17 +62,7 @@ def delivery_view(row: Any) -> dict[str, Any]:
 
 async def _body(request: Request, app: Services, allowed: tuple[str, ...], *, empty_ok: bool = False) -> dict[str, Any]:
     """The JSON object a request carries, with no field this endpoint does not read."""
-    parts = RequestParts(
-        "POST",
-        media_type(request.headers.get("content-type")),
-        b"",
-        await read_request_body(request, app.settings.max_body_bytes),
-    )
-    if empty_ok and not parts.body.strip():
-        return {}
-    if parts.content_type is not None and parts.content_type != JSON and not parts.content_type.endswith("+json"):
-        raise unsupported_content_type(parts.content_type)
-    data = decode_json(parts.body)
+    data = await read_json_body(request, app.settings.max_body_bytes, blank_is_empty=empty_ok)
     if not isinstance(data, dict):
         raise BadPayload({"body": "must be a JSON object"})
     unknown = {
@@ -107,14 +96,7 @@ async def _url(f: fields.FieldErrors, data: dict[str, Any], app: Services, *, re
 
 
 def _subscription_id(request: Request) -> int:
-    raw = request.path_params["id"]
-    try:
-        found = fields.count(raw, 2**62)
-    except fields.FieldError:
-        found = None
-    if found is None:
-        raise NotFound(f"subscription {raw[:40]!r} not found", {"id": raw[:40]})
-    return found
+    return numeric_path_id(request, "subscription")
 
 
 def _not_found(subscription_id: int) -> NotFound:

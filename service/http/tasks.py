@@ -10,15 +10,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from service import fields, metrics
+from service import metrics
 from service.auth import require_api_key
 from service.errors import NotFound, OperationFailed, database_errors
 from service.http import views
 from service.http.envelope import EnvelopeResponse, ok
 from service.http.messages import path_id
-from service.http.requests import read_query, read_request_body, state
+from service.http.requests import numeric_path_id, read_json_body, read_query, state
 from service.http.scopes import scope_of
-from service.payloads import JSON, decode_json, media_type, unsupported_content_type
 from service.services import Services
 from service.store import campaign_pages
 from service.store import tasks as store
@@ -53,13 +52,7 @@ async def replay(request: Request) -> Response:
 
 async def _body(request: Request, app: Services) -> Any:
     """The JSON object a task is asked with; no body is an empty object (JSON `null` is no object)."""
-    body = await read_request_body(request, app.settings.max_body_bytes)
-    if not body.strip():
-        return {}
-    kind = media_type(request.headers.get("content-type"))
-    if kind is not None and kind != JSON and not kind.endswith("+json"):
-        raise unsupported_content_type(kind)
-    return decode_json(body)
+    return await read_json_body(request, app.settings.max_body_bytes, blank_is_empty=True)
 
 
 async def _queue(app: Services, kind: Kind, params: dict[str, Any], campaign: str | None) -> Response:
@@ -78,14 +71,7 @@ async def _queue(app: Services, kind: Kind, params: dict[str, Any], campaign: st
 
 
 def _task_id(request: Request) -> int:
-    raw = request.path_params["id"]
-    try:
-        task_id = fields.count(raw, 2**62)
-    except fields.FieldError:
-        task_id = None
-    if task_id is None:
-        raise NotFound(f"task {raw[:40]!r} not found", {"id": raw[:40]})
-    return task_id
+    return numeric_path_id(request, "task")
 
 
 async def one(request: Request) -> Response:
