@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.config import Settings
+from service.config import DEFAULT_DELIVERY_SCHEDULE, Settings
 from tests.conftest import fetch
 from tests.processes import free_port
 from tests.webhook_receiver import Answer, Receiver, receiving
@@ -217,6 +217,49 @@ def test_a_receiver_down_then_up_loses_nothing(fast: Settings) -> None:
         errors = [a for d in deliveries(client, sub["id"]) for a in d["attempts"] if a["status"] is None]
         assert errors
         assert all(a["error"] for a in errors)
+
+
+def test_a_receiver_down_for_a_minute_loses_nothing(fast: Settings) -> None:
+    """DESIGN's own schedule (now, 5 s, 5 min, ...) and a receiver down for a minute while reports go on
+    coming: every event arrives once it is back, the ones from the outage too (not 5 minutes later)."""
+    port = free_port()
+    with TestClient(create_app(replace(fast, delivery_schedule=DEFAULT_DELIVERY_SCHEDULE))) as client:
+        sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
+        sent = []
+        down_until = time.monotonic() + 60
+        while time.monotonic() < down_until:
+            sent.append(f"m{len(sent)}")
+            assert client.post("/dlr/generic", json={"id": sent[-1], "status": "ACCEPTD"}).status_code == 200
+            time.sleep(1)
+
+        def all_queued() -> list[dict[str, Any]]:
+            found = deliveries(client, sub["id"], limit=500)
+            return found if len(found) == len(sent) else []
+
+        tried = wait_until(all_queued)
+        assert all(d["state"] == "pending" for d in tried)
+        assert max(len(d["attempts"]) for d in tried) == 2  # now and 5 s on; the third is 5 minutes away
+        with receiving(port=port) as receiver:
+            sent.append("back")
+            client.post("/dlr/generic", json={"id": "back", "status": "ACCEPTD"})
+            got = receiver.wait_for(len(sent), timeout=30)
+            assert sorted({verified(sub["secret"], r)["data"]["id"] for r in got}) == sorted(sent)
+            assert wait_until(lambda: len(deliveries(client, sub["id"], state="delivered", limit=500)) == len(sent))
+
+
+def test_the_address_guard_refuses_at_connection_time_too(fast: Settings) -> None:
+    """A URL registered while private addresses were allowed (or a name re-pointed at one later): without
+    the allowance the connection itself is refused, nothing reaches the receiver, and the attempt says why."""
+    with receiving() as receiver:
+        with TestClient(create_app(replace(fast, subscription_dispatch=False))) as client:
+            sub = subscribe(client, receiver)
+        with TestClient(create_app(replace(fast, subscription_allow_private=False))) as client:
+            client.post("/dlr/generic", json={"id": "inside", "status": "ACCEPTD"})
+            (delivery,) = wait_until(lambda: [d for d in deliveries(client, sub["id"]) if d["attempts"]])
+            assert delivery["attempts"][0]["status"] is None
+            assert "127.0.0.1 is not a global address" in delivery["attempts"][0]["error"]
+            time.sleep(0.5)
+        assert receiver.received == []
 
 
 def test_once_a_receiver_answers_again_its_backed_off_retries_are_due_at_once(fast: Settings) -> None:

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from service.config import DEFAULT_DELIVERY_SCHEDULE, Settings, SettingsError
 from service.subscriptions import policy, signing
 from service.subscriptions.address_guard import refusal
-from service.subscriptions.policy import Attempt, decide, recovered
+from service.subscriptions.policy import Attempt, decide, recovered, streak
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SCHEDULE = (0.0, 5.0, 300.0)
@@ -166,3 +166,28 @@ def test_a_success_ends_an_outage_only_after_a_streak_longer_than_the_first_retr
     assert not recovered(ok, now - timedelta(seconds=4), schedule)
     assert not recovered(ok, None, schedule)
     assert not recovered(refused, now - timedelta(minutes=5), schedule)
+
+
+def _tried(second: int, status: int | None) -> Attempt:
+    return Attempt(datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC), 0.01, status, None if status else "timeout")
+
+
+@pytest.mark.parametrize(
+    ("attempts", "ended", "since"),
+    [
+        ([], False, None),
+        ([(1, 200)], True, None),
+        ([(1, 500)], False, 1),
+        ([(1, 500), (2, 500)], False, 1),
+        ([(1, 500), (2, 200)], True, None),
+        ([(1, 200), (2, 500), (3, 500)], True, 2),
+        ([(3, 500), (1, 200), (2, None)], True, 2),  # taken in the order they were made
+        ([(2, 200), (1, 500)], True, None),
+    ],
+)
+def test_a_batch_of_attempts_changes_the_failing_streak(
+    attempts: list[tuple[int, int | None]], ended: bool, since: int | None
+) -> None:
+    change = streak([_tried(second, status) for second, status in attempts])
+    assert change.ended is ended
+    assert change.since == (None if since is None else _tried(since, None).at)

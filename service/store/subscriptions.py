@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -182,44 +183,61 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
     )
 
 
-async def record_attempt(
-    conn: Connection,
-    delivery_id: int,
-    attempt: dict[str, Any],
-    state: str,
-    next_attempt_at: datetime | None,
-    *,
-    subscription_id: int,
-    delivered: bool,
-    at: datetime,
-    disable: str | None,
-) -> None:
-    """The attempt appended to its delivery with the delivery's new state, and the subscription's failing
-    streak (started by a failure, ended by a success) and disabling, in one transaction."""
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt to write back: the delivery's new state, and the attempt appended to its list."""
+
+    delivery_id: int
+    attempt: dict[str, Any]
+    state: str
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreakChange:
+    """A subscription's failing streak after a batch of its attempts (`policy.streak`), and why it is to be
+    disabled, if it is."""
+
+    subscription_id: int
+    ended: bool  # a success came: the streak it had is over
+    since: datetime | None  # when the failing left after the batch began; None when there is none
+    disable: str | None
+
+
+async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], streaks: Sequence[StreakChange]) -> None:
+    """Attempts of any number of deliveries and subscriptions in one transaction of two statements: each
+    delivery's new state with its attempt appended, each subscription's failing streak and disabling.
+    Subscriptions first, in id order, as the fan-out locks them: two processes recording at once never
+    wait on each other in a cycle."""
+    ordered = sorted(streaks, key=lambda change: change.subscription_id)
     async with conn.transaction():
         await conn.execute(
             """
-            UPDATE deliveries SET attempts = attempts || $2::jsonb, attempt_count = attempt_count + 1,
-                   state = $3, next_attempt_at = $4, updated_at = now()
-            WHERE id = $1
+            UPDATE subscriptions AS s SET
+                failing_since = CASE WHEN u.ended THEN u.since ELSE coalesce(s.failing_since, u.since) END,
+                enabled = s.enabled AND u.disable IS NULL,
+                disabled_reason = CASE WHEN s.enabled AND u.disable IS NOT NULL THEN u.disable
+                                       ELSE s.disabled_reason END
+            FROM unnest($1::bigint[], $2::bool[], $3::timestamptz[], $4::text[]) AS u(id, ended, since, disable)
+            WHERE s.id = u.id
             """,
-            delivery_id,
-            json.dumps([attempt]),
-            state,
-            next_attempt_at,
+            [c.subscription_id for c in ordered],
+            [c.ended for c in ordered],
+            [c.since for c in ordered],
+            [c.disable for c in ordered],
         )
         await conn.execute(
             """
-            UPDATE subscriptions SET
-                failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(failing_since, $3) END,
-                enabled = enabled AND $4::text IS NULL,
-                disabled_reason = CASE WHEN enabled AND $4::text IS NOT NULL THEN $4 ELSE disabled_reason END
-            WHERE id = $1
+            UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
+                   attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
+                   updated_at = now()
+            FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[]) AS a(id, attempt, state, next_at)
+            WHERE d.id = a.id
             """,
-            subscription_id,
-            delivered,
-            at,
-            disable,
+            [a.delivery_id for a in attempts],
+            [json.dumps(a.attempt) for a in attempts],
+            [a.state for a in attempts],
+            [a.next_attempt_at for a in attempts],
         )
 
 

@@ -10,15 +10,13 @@ settings are ignored: a proxy would make the connection instead of us, past this
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
-import ssl
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-import httpcore
-import httpx
+from aiohappyeyeballs import AddrInfoType, SocketFactoryType
 
 MAX_URL = 2000
 RESOLVE_TIMEOUT = 5.0
@@ -99,52 +97,20 @@ async def check_url(url: str, allow_private: bool) -> str:
     return url
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's own network backend, connecting only to addresses the guard allows: the name is resolved
-    here, checked, and the connection made to the checked address (TLS still verifies the host name)."""
+def socket_factory(allow_private: bool) -> SocketFactoryType | None:
+    """What the HTTP client makes its sockets with: None (the default) when private addresses are allowed,
+    else a factory that refuses to make one for an address the guard does not allow. It is called with the
+    address each connection is about to be made to, after any name resolution: a name re-pointed at an
+    internal address after registration is refused here, an IP literal too."""
+    if allow_private:
+        return None
 
-    def __init__(self, allow_private: bool) -> None:
-        self._inner = httpcore.AnyIOBackend()
-        self._allow_private = allow_private
+    def guarded(addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, sockaddr = addr_info
+        # The scope of a link-local IPv6 address (`%eth0`) is no part of the address.
+        reason = refusal(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]))
+        if reason is not None:
+            raise OSError(errno.EACCES, f"address refused: {reason}")
+        return socket.socket(family, kind, proto)
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if self._allow_private:
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        try:
-            addresses = _check(await resolve(host, port), host)
-        except AddressRefused as exc:
-            raise httpcore.ConnectError(f"address refused: {exc}") from None
-        return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not subscriber addresses")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport on a connection pool that connects through GuardedBackend. httpx takes no network
-    backend of its own, so the pool it built is replaced with one made the same way (public httpcore API)."""
-
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits, ssl_context: ssl.SSLContext) -> None:
-        super().__init__(limits=limits, verify=ssl_context, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(allow_private),
-        )
+    return guarded

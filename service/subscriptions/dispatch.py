@@ -9,6 +9,9 @@ Two steps, each safe with any number of processes:
    pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
    once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
    `delivery_concurrency_per_subscription` per subscriber, so a slow subscriber holds up only its own.
+3. Recording: finished attempts are written back in batches, one transaction for whatever finished while
+   the previous batch was being written (a pipeline: attempts go on while their results are recorded).
+   A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
 
 Ingest never waits on any of this: it writes its feed row as always, and this loop looks every
 `POLL_SECONDS` (and at once when an attempt ends). It is not woken by this process's commits (`ChangeSignal`):
@@ -23,11 +26,12 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 
 from service import __version__, metrics
@@ -38,7 +42,7 @@ from service.store import events as feed
 from service.store import subscriptions as store
 from service.store.events import Cursor, CursorExpired, FeedEvent
 from service.subscriptions import policy, signing
-from service.subscriptions.address_guard import GuardedTransport
+from service.subscriptions.address_guard import socket_factory
 from service.subscriptions.model import filter_from_json
 from service.subscriptions.sealing import SealError, unseal
 
@@ -58,6 +62,17 @@ def payload(event: FeedEvent) -> bytes:
     return orjson.dumps({"type": shown["type"], "timestamp": shown["timestamp"], "data": shown["data"]})
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An attempt made and judged, waiting to be recorded."""
+
+    delivery_id: int
+    subscription_id: int
+    attempt: policy.Attempt
+    verdict: policy.Verdict
+    recovered: bool  # it ended an outage (policy.recovered)
+
+
 class SubscriptionDispatcher:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self._pool = pool
@@ -70,22 +85,30 @@ class SubscriptionDispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._metrics_at = 0.0
-        limits = httpx.Limits(
-            max_connections=settings.delivery_concurrency,
-            max_keepalive_connections=settings.delivery_concurrency,
-            keepalive_expiry=30,
-        )
-        self._client = httpx.AsyncClient(
-            transport=GuardedTransport(
-                allow_private=settings.subscription_allow_private,
-                limits=limits,
-                ssl_context=httpx.create_ssl_context(),
-            ),
-            follow_redirects=False,  # a redirect could lead past the address guard: it is an answer, not a hop
-            timeout=httpx.Timeout(settings.delivery_timeout),
-            trust_env=False,
-            headers={"user-agent": f"dlr-tracker/{__version__}"},
-        )
+        self._finished: list[Finished] = []  # attempts made, not recorded yet
+        self._recorded = asyncio.Event()  # set when there is something for the recorder
+        self._recorder: asyncio.Task[None] | None = None
+        self._attempts_over = False  # stopping, and no attempt is in flight any more
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """One session (a connection pool kept alive per subscriber) for the dispatcher's life."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._settings.delivery_concurrency,
+                    limit_per_host=0,  # bounded per subscription by the dispatcher, not per host
+                    keepalive_timeout=30,
+                    socket_factory=socket_factory(self._settings.subscription_allow_private),
+                ),
+                # The whole attempt is bounded in `_post`; the session's own 5-minute default must not cut in.
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a subscriber's cookie must not travel to the next POST
+                auto_decompress=False,
+                trust_env=False,  # a proxy would make the connection instead of us, past the address guard
+                headers={"user-agent": f"dlr-tracker/{__version__}", "content-type": "application/json"},
+            )
+        return self._session
 
     # --- fan-out ---------------------------------------------------------------------------------------
 
@@ -152,24 +175,28 @@ class SubscriptionDispatcher:
     async def _post(self, row: asyncpg.Record) -> policy.Attempt:
         at = datetime.now(UTC)
         started = time.perf_counter()
+        body = bytes(row["body"])
         try:
-            headers = signing.headers(row["event_id"], at, bytes(row["body"]), self._secrets(row, at))
+            headers = signing.headers(row["event_id"], at, body, self._secrets(row, at))
         except SealError as exc:
             return policy.Attempt(at, 0.0, error=f"secret: {exc}")
-        request = self._client.build_request("POST", row["url"], content=bytes(row["body"]), headers=headers)
         try:
             # The whole attempt, not each phase: a subscriber dribbling bytes must not hold it past the timeout.
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.send(request, stream=True)
-                await response.aclose()  # the answer's body is not read: its status says it all
-        except (TimeoutError, httpx.TimeoutException):
+            async with (
+                asyncio.timeout(self._timeout),
+                # A redirect could lead past the address guard: it is an answer, not a hop.
+                self._client().post(row["url"], data=body, headers=headers, allow_redirects=False) as response,
+            ):
+                status = response.status  # the answer's body is not read: its status says it all
+                retry_after_header = response.headers.get("retry-after")
+        except TimeoutError:
             return policy.Attempt(at, time.perf_counter() - started, error="timeout")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return policy.Attempt(at, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"[:300])
         retry_after = None
-        if response.status_code in policy.THROTTLED:
-            retry_after = policy.retry_after(response.headers.get("retry-after"), at)
-        return policy.Attempt(at, time.perf_counter() - started, response.status_code, None, retry_after)
+        if status in policy.THROTTLED:
+            retry_after = policy.retry_after(retry_after_header, at)
+        return policy.Attempt(at, time.perf_counter() - started, status, None, retry_after)
 
     async def _attempt(self, row: asyncpg.Record) -> None:
         subscription_id = row["subscription_id"]
@@ -185,37 +212,68 @@ class SubscriptionDispatcher:
                 self._settings.subscription_disable_after,
                 random.uniform(*policy.JITTER),  # noqa: S311 - spreading retries, not security
             )
-            async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
-                await store.record_attempt(
-                    conn,
-                    row["id"],
-                    attempt.to_json(),
-                    verdict.state,
-                    verdict.next_attempt_at,
-                    subscription_id=subscription_id,
-                    delivered=attempt.delivered,
-                    at=attempt.at,
-                    disable=verdict.disable,
-                )
-                if policy.recovered(attempt, row["failing_since"], self._settings.delivery_schedule):
-                    pulled = await store.retry_now(conn, subscription_id, self._lease)
-                    if pulled:
-                        logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
-            if verdict.state != policy.PENDING:
-                metrics.WEBHOOK_DELIVERIES.labels(verdict.state).inc()
-            if verdict.disable is not None:
-                logger.warning("subscription %s disabled: %s", subscription_id, verdict.disable)
-        except Exception as exc:
+            recovered = policy.recovered(attempt, row["failing_since"], self._settings.delivery_schedule)
+            self._finished.append(Finished(row["id"], subscription_id, attempt, verdict, recovered))
+            self._recorded.set()
+        except Exception:
             # Not recorded: the lease runs out and the delivery is tried again (at least once).
-            if is_unavailable(exc):
-                logger.warning("delivery %s not recorded, database unavailable: %s", row["id"], type(exc).__name__)
-            else:
-                logger.exception("delivery %s failed unexpectedly", row["id"])
+            logger.exception("delivery %s failed unexpectedly", row["id"])
         finally:
             self._in_flight[subscription_id] -= 1
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
             self._wake.set()
+
+    # --- recording -------------------------------------------------------------------------------------
+
+    async def record_finished(self) -> int:
+        """Write back every attempt finished so far, in one transaction: how many."""
+        batch, self._finished = self._finished, []
+        if not batch:
+            return 0
+        by_subscription: defaultdict[int, list[Finished]] = defaultdict(list)
+        for done in batch:
+            by_subscription[done.subscription_id].append(done)
+        streaks = []
+        for subscription_id, done_here in by_subscription.items():
+            change = policy.streak([d.attempt for d in done_here])
+            disable = next((d.verdict.disable for d in done_here if d.verdict.disable is not None), None)
+            streaks.append(store.StreakChange(subscription_id, change.ended, change.since, disable))
+        records = [
+            store.AttemptRecord(d.delivery_id, d.attempt.to_json(), d.verdict.state, d.verdict.next_attempt_at)
+            for d in batch
+        ]
+        try:
+            async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+                await store.record_attempts(conn, records, streaks)
+                for subscription_id in sorted({d.subscription_id for d in batch if d.recovered}):
+                    pulled = await store.retry_now(conn, subscription_id, self._lease)
+                    if pulled:
+                        logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
+        except Exception as exc:
+            # Not recorded: their leases run out and they are tried again (at least once).
+            if is_unavailable(exc):
+                logger.warning(
+                    "%d delivery attempts not recorded, database unavailable: %s", len(batch), type(exc).__name__
+                )
+            else:
+                logger.exception("%d delivery attempts not recorded", len(batch))
+            return 0
+        for done in batch:
+            if done.verdict.state != policy.PENDING:
+                metrics.WEBHOOK_DELIVERIES.labels(done.verdict.state).inc()
+        for streak in streaks:
+            if streak.disable is not None:
+                logger.warning("subscription %s disabled: %s", streak.subscription_id, streak.disable)
+        return len(batch)
+
+    async def _record_forever(self) -> None:
+        """Record what finished while the previous batch was written; once more after the last attempt."""
+        while not self._attempts_over:
+            await self._recorded.wait()
+            self._recorded.clear()
+            await self.record_finished()
+        await self.record_finished()
 
     # --- metrics ---------------------------------------------------------------------------------------
 
@@ -266,10 +324,11 @@ class SubscriptionDispatcher:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run_forever(), name="subscription-dispatcher")
+        self._recorder = asyncio.create_task(self._record_forever(), name="subscription-recorder")
 
     async def stop(self) -> None:
         """Stop claiming; give attempts in flight a moment to finish, cancel the rest (their leases run out
-        and another process, or this one restarted, tries them again)."""
+        and another process, or this one restarted, tries them again); record what finished."""
         self._stop.set()
         self._wake.set()
         if self._task is not None:
@@ -281,4 +340,10 @@ class SubscriptionDispatcher:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*late, return_exceptions=True)
-        await self._client.aclose()
+        if self._recorder is not None:
+            self._attempts_over = True
+            self._recorded.set()
+            await self._recorder
+            self._recorder = None
+        if self._session is not None:
+            await self._session.close()

@@ -101,6 +101,27 @@ def recovered(attempt: Attempt, failing_since: datetime | None, schedule: Sequen
     return attempt.at - failing_since >= timedelta(seconds=first_wait)
 
 
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """What a batch of one subscription's attempts does to its failing streak: `ended` by a success in the
+    batch, and `since` when the failing that is left began (None: the last attempt succeeded)."""
+
+    ended: bool
+    since: datetime | None
+
+
+def streak(attempts: Sequence[Attempt]) -> Streak:
+    """The streak change of these attempts of one subscription, taken in the order they were made."""
+    ended = False
+    since: datetime | None = None
+    for attempt in sorted(attempts, key=lambda a: a.at):
+        if attempt.delivered:
+            ended, since = True, None
+        elif since is None:
+            since = attempt.at
+    return Streak(ended, since)
+
+
 def retry_after(header: str | None, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None when absent or unreadable."""
     if header is None:
