@@ -199,7 +199,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         sweeper.start()
         dispatcher = SubscriptionDispatcher(pool, settings)
-        if settings.subscription_dispatch:
+        if settings.subscription_dispatch == "on":
             dispatcher.start()
         runner.start()
         pool_watch = asyncio.create_task(database.watch_pool(pool), name="pool-metrics")

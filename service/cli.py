@@ -1,12 +1,16 @@
-"""The `dlr-tracker` command: `serve` (migrate, then serve), `migrate` and `sweep` (one pass); `events`, and
+"""The `dlr-tracker` command: `serve` (migrate, then serve), `dispatch` (deliveries alone), `migrate` and `sweep`
+(one pass); `events`, and
 `export`, `close` and `replay` (`service/tasks/client.py`), through a running service's HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -19,12 +23,14 @@ from service import database, logs, metrics
 from service.config import Settings, SettingsError
 from service.embedded import DataDirInUse, EmbeddedPostgres
 from service.statuses import Status
+from service.subscriptions.dispatch import SubscriptionDispatcher
 from service.sweeper import ExpirySweeper
 from service.tasks import client as task_commands
 
 logger = logging.getLogger("dlr_tracker")
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
+DISPATCH_PARENT = "DLR_DISPATCH_PARENT"  # the pid of the `serve` that started a dispatcher: it stops with it
 
 
 @contextmanager
@@ -48,7 +54,8 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
-    if settings.web_concurrency > 1:
+    own_dispatcher = settings.subscription_dispatch == "process"
+    if settings.web_concurrency > 1 or own_dispatcher:
         # Each worker keeps its metrics in files here; /metrics in any worker adds them all up.
         # Set before the workers start: prometheus_client picks its storage when it is imported.
         given = os.environ.get(metrics.MULTIPROC_DIR)
@@ -59,16 +66,67 @@ def serve(settings: Settings) -> None:
         database.migrate(dsn)
         # Workers build their own app from the environment; they must find the same database.
         os.environ["DATABASE_URL"] = dsn
-        uvicorn.run(
-            "service.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.web_concurrency,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        )
+        dispatcher = None
+        if own_dispatcher:
+            # Deliveries in a process of their own: their HTTP calls and signing never share the GIL with ingest.
+            child_env = {**os.environ, "DLR_SUBSCRIPTION_DISPATCH": "on", DISPATCH_PARENT: str(os.getpid())}
+            dispatcher = subprocess.Popen([sys.executable, "-m", "service.cli", "dispatch"], env=child_env)
+            os.environ["DLR_SUBSCRIPTION_DISPATCH"] = "off"  # the workers read their settings from here
+        try:
+            uvicorn.run(
+                "service.app:app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.web_concurrency,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            )
+        finally:
+            if dispatcher is not None:
+                dispatcher.terminate()
+                try:
+                    dispatcher.wait(GRACEFUL_SHUTDOWN_SECONDS)
+                except subprocess.TimeoutExpired:
+                    dispatcher.kill()  # its leases run out: what it was delivering is tried again
+
+
+def dispatch(settings: Settings) -> None:
+    """Deliver subscriptions' events, with no HTTP API, until SIGTERM or SIGINT: beside serving processes run
+    with DLR_SUBSCRIPTION_DISPATCH=off, or started by `serve` itself (=process). Its metrics go to the
+    shared directory when `serve` started it, else it answers /metrics on HOST:PORT itself."""
+    import uvloop
+    from prometheus_client import start_http_server
+
+    async def run(dsn: str) -> None:
+        pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        dispatcher = SubscriptionDispatcher(pool, settings)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        parent = os.environ.get(DISPATCH_PARENT)
+        dispatcher.start()
+        logger.info("delivering subscriptions' events")
+        try:
+            while not stopping.is_set():
+                if parent is not None and os.getppid() != int(parent):
+                    logger.warning("the serve process that started this dispatcher is gone: stopping")
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await stopping.wait()
+        finally:
+            await dispatcher.stop()
+            await pool.close()
+            metrics.worker_stopped()
+
+    if metrics.MULTIPROC_DIR not in os.environ:
+        start_http_server(settings.port, settings.host, registry=metrics.registry())
+    with database_url(settings) as dsn:
+        database.migrate(dsn)
+        uvloop.run(run(dsn))
 
 
 def migrate(settings: Settings) -> None:
@@ -78,8 +136,6 @@ def migrate(settings: Settings) -> None:
 
 
 def sweep(settings: Settings) -> None:
-    import asyncio
-
     async def one_pass(dsn: str) -> Counter[Status]:
         pool = await database.create_pool(dsn, 2, settings.db_timeout)
         try:
@@ -151,13 +207,14 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
         return 0  # the reader went away (| head)
 
 
-COMMANDS = {"serve": serve, "migrate": migrate, "sweep": sweep}
+COMMANDS = {"serve": serve, "dispatch": dispatch, "migrate": migrate, "sweep": sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dlr-tracker", description="Delivery-report tracking for SMS platforms.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="apply migrations, then serve HTTP on HOST:PORT")
+    sub.add_parser("dispatch", help="deliver subscriptions' events (no HTTP API; /metrics on HOST:PORT)")
     sub.add_parser("migrate", help="bring the database schema to the latest revision")
     sub.add_parser("sweep", help="run one expiry sweep pass and print what it resolved, by outcome")
     feed = sub.add_parser("events", help="print the event feed of a running service as JSON lines")

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 from starlette.config import Config
 
@@ -81,6 +81,8 @@ class SettingsError(ValueError):
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
+DispatchMode = Literal["on", "off", "process"]
+DISPATCH_MODES: tuple[DispatchMode, ...] = ("on", "off", "process")
 
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (DESIGN "Subscriptions").
@@ -130,7 +132,9 @@ class Settings:
     subscription_allow_private: bool = False
     delivery_concurrency: int = 64  # deliveries in flight in one process, all subscribers together
     delivery_concurrency_per_subscription: int = 8
-    subscription_dispatch: bool = True  # off: this process serves the API but delivers nothing (other replicas do)
+    # on: every serving process delivers; off: this one delivers nothing (a `dlr-tracker dispatch` process or
+    # other replicas do); process: `serve` starts one dispatching process of its own beside its workers
+    subscription_dispatch: DispatchMode = "on"
     # The key that encrypts subscription secrets at rest (DLR_SUBSCRIPTION_KEY); None: stored as they are.
     subscription_key: Secret | None = None
     task_batch: int = DEFAULT_TASK_BATCH
@@ -272,7 +276,7 @@ class Settings:
                 number("DLR_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", 8, int, 1, 1000)
             ),
             subscription_key=Secret(subscription_key) if subscription_key else None,
-            subscription_dispatch=choice("DLR_SUBSCRIPTION_DISPATCH", "on", ("on", "off")) == "on",
+            subscription_dispatch=cast(DispatchMode, choice("DLR_SUBSCRIPTION_DISPATCH", "on", DISPATCH_MODES)),
             task_batch=int(number("DLR_TASK_BATCH", DEFAULT_TASK_BATCH, int, 1, 100_000)),
             task_duty=number("DLR_TASK_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
             task_lease=number("DLR_TASK_LEASE", 30.0, float, 1, 3600),

@@ -36,6 +36,15 @@ def worker_stopped() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
+def forget(gauge: Gauge, *labels: str) -> None:
+    """Stop showing a label set: removed from this process's gauge, or zeroed where several processes share
+    the metrics (prometheus_client cannot remove labels there)."""
+    if MULTIPROC_DIR in os.environ:
+        gauge.labels(*labels).set(0)
+    else:
+        gauge.remove(*labels)
+
+
 _children: dict[tuple[Any, ...], Any] = {}
 
 

@@ -251,7 +251,7 @@ def test_the_address_guard_refuses_at_connection_time_too(fast: Settings) -> Non
     """A URL registered while private addresses were allowed (or a name re-pointed at one later): without
     the allowance the connection itself is refused, nothing reaches the receiver, and the attempt says why."""
     with receiving() as receiver:
-        with TestClient(create_app(replace(fast, subscription_dispatch=False))) as client:
+        with TestClient(create_app(replace(fast, subscription_dispatch="off"))) as client:
             sub = subscribe(client, receiver)
         with TestClient(create_app(replace(fast, subscription_allow_private=False))) as client:
             client.post("/dlr/generic", json={"id": "inside", "status": "ACCEPTD"})

@@ -85,6 +85,7 @@ class SubscriptionDispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._metrics_at = 0.0
+        self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
         self._recorded = asyncio.Event()  # set when there is something for the recorder
         self._recorder: asyncio.Task[None] | None = None
@@ -281,14 +282,18 @@ class SubscriptionDispatcher:
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
             rows = await store.backlog(conn)
         now = datetime.now(UTC)
-        metrics.SUBSCRIPTION_BACKLOG.clear()
-        metrics.SUBSCRIPTION_OLDEST_PENDING.clear()
+        shown = set()
         for row in rows:
             label = str(row["id"])
+            shown.add(label)
             metrics.SUBSCRIPTION_BACKLOG.labels(label).set(row["pending"])
             oldest = row["oldest"]
             age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
             metrics.SUBSCRIPTION_OLDEST_PENDING.labels(label).set(age)
+        for gone in self._shown - shown:  # deleted subscriptions
+            metrics.forget(metrics.SUBSCRIPTION_BACKLOG, gone)
+            metrics.forget(metrics.SUBSCRIPTION_OLDEST_PENDING, gone)
+        self._shown = shown
         metrics.SUBSCRIPTIONS_DISABLED.set(sum(1 for row in rows if not row["enabled"]))
 
     # --- the loop --------------------------------------------------------------------------------------

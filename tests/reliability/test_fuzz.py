@@ -930,7 +930,7 @@ def test_schemathesis_finds_nothing_against_the_served_description(settings: Set
     # (they have their own tests, tests/test_subscription_delivery.py). Open question: since the subscription
     # paths were added, some runs stalled on GET /events: generated long polls of up to 30 s (`keep_case` now
     # leaves out those over a second).
-    quiet = replace(settings, sweep_interval=86400, subscription_allow_private=True, subscription_dispatch=False)
+    quiet = replace(settings, sweep_interval=86400, subscription_allow_private=True, subscription_dispatch="off")
     made, findings, reasons = run_schemathesis(create_app(quiet), served_description(quiet), SCHEMATHESIS_CASES)
     TALLY["schemathesis"] += made
     TALLY["findings"] += len(findings)

@@ -1,5 +1,6 @@
 """Subscriptions across real processes: two `dlr-tracker serve` on one database deliver each event (duplicates
-rare and counted), and a `kill -9` mid-delivery loses nothing once a process runs again (at least once)."""
+rare and counted), and a `kill -9` mid-delivery loses nothing once a process runs again (at least once); with
+deliveries in every serving process and in a dispatching process `serve` starts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import psutil
 import pytest
 from standardwebhooks import Webhook
 
@@ -49,12 +51,18 @@ def wait_for_all(receiver: Receiver, secret: str, wanted: set[str], timeout: flo
     raise AssertionError(f"{len(missing)} events never delivered")
 
 
-def test_two_processes_deliver_each_event(tmp_path: Path, fresh_database: Any) -> None:
+# on: each serving process delivers; process: `serve` starts a dispatching process of its own
+MODES = pytest.mark.parametrize("mode", ["on", "process"])
+
+
+@MODES
+def test_two_processes_deliver_each_event(tmp_path: Path, fresh_database: Any, mode: str) -> None:
     """Reports posted to both processes alternately: every event reaches the receiver, verified; the same event
     twice only when a lease ran out, which a quick receiver never lets happen here."""
     dsn = fresh_database()
     database.migrate(dsn)
-    services = [ServiceProcess(tmp_path, env={"DATABASE_URL": dsn, **FAST}, name=f"s{i}") for i in range(2)]
+    env = {"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_DISPATCH": mode, **FAST}
+    services = [ServiceProcess(tmp_path, env=env, name=f"s{i}") for i in range(2)]
     try:
         for service in services:
             service.wait_ready()
@@ -68,19 +76,21 @@ def test_two_processes_deliver_each_event(tmp_path: Path, fresh_database: Any) -
             assert len(wanted) == 60
             ids = wait_for_all(receiver, sub["secret"], wanted)
             duplicates = len(ids) - len(set(ids))
-            print(f"\nRELIABILITY subscriptions two processes: events=60 deliveries={len(ids)} duplicates={duplicates}")
+            print(f"\nRELIABILITY subscriptions two ({mode}): events=60 deliveries={len(ids)} duplicates={duplicates}")
             assert duplicates <= 3
     finally:
         for service in services:
             service.stop()
 
 
-def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, fresh_database: Any) -> None:
-    """The receiver holds each request a second; the service is killed with SIGKILL while deliveries are in
-    flight; a new process on the same database delivers every event once the leases run out."""
+@MODES
+def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, fresh_database: Any, mode: str) -> None:
+    """The receiver holds each request a second; the service (and its dispatching process) is killed with
+    SIGKILL while deliveries are in flight; a new process on the same database delivers every event once the
+    leases run out."""
     dsn = fresh_database()
     database.migrate(dsn)
-    env = {"DATABASE_URL": dsn, **FAST}
+    env = {"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_DISPATCH": mode, **FAST}
     slow = {"on": True}
     with receiving(lambda n: Answer(200, delay=1.0 if slow["on"] else 0)) as receiver:
         first = ServiceProcess(tmp_path, env=env, name="first")
@@ -90,6 +100,8 @@ def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, fresh_database: Any) 
             httpx2.post(f"{first.url}/dlr/generic", json={"id": f"k-{i}", "status": "DELIVRD"})
         wanted = feed_ids(first.url)
         receiver.wait_for(4)  # attempts are in flight, held by the receiver
+        for child in psutil.Process(first.proc.pid).children(recursive=True):
+            child.kill()  # the dispatching process dies as abruptly as its parent
         first.stop(signal.SIGKILL)
         slow["on"] = False
         second = ServiceProcess(tmp_path, env=env, name="second")
