@@ -44,11 +44,19 @@ def migrate(dsn: str) -> None:
     command.upgrade(_alembic_config(dsn), "head")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection goes back to the pool with: asyncpg has already rolled back any transaction left
+    open. Its default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) is a round trip
+    on every release, and the service leaves no session state to undo: no LISTEN, no session SET, no
+    session advisory lock, no cursor WITH HOLD (the migration lock is taken on alembic's own connection)."""
+
+
 async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=size,
+        reset=_keep_session,
         # A statement that runs longer than this is cancelled, so a stuck database cannot pin requests.
         command_timeout=seconds,
         timeout=seconds,
