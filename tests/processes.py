@@ -26,24 +26,25 @@ def command() -> list[str]:
 
 
 class ServiceProcess:
-    """One `dlr-tracker serve` on a free port, its output kept in a log file for failures."""
+    """One `dlr-tracker serve` (or another long-running command: `dispatch`) on a free port, its output kept in a
+    log file for failures."""
 
-    def __init__(self, log_dir: Path, *, env: dict[str, str], name: str = "serve") -> None:
+    def __init__(self, log_dir: Path, *, env: dict[str, str], name: str = "serve", run: str = "serve") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"{name}-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "info"}, **env)
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([*command(), "serve"], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*command(), run], env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx2.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx2.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx2.TransportError:
                 pass

@@ -112,3 +112,32 @@ def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, fresh_database: Any, 
             assert set(ids) == wanted
         finally:
             second.stop()
+
+
+def test_a_dispatch_process_of_its_own_delivers_and_shows_its_metrics(tmp_path: Path, fresh_database: Any) -> None:
+    """`serve` with DLR_SUBSCRIPTION_DISPATCH=off delivers nothing; a `dlr-tracker dispatch` beside it on the same
+    database delivers every event, and answers /metrics on its own port with what it did."""
+    dsn = fresh_database()
+    database.migrate(dsn)
+    serving = ServiceProcess(tmp_path, env={"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_DISPATCH": "off", **FAST})
+    dispatching = None
+    try:
+        serving.wait_ready()
+        with receiving() as receiver:
+            sub = httpx2.post(f"{serving.url}/subscriptions", json={"url": receiver.url}).json()["data"]
+            for i in range(10):
+                httpx2.post(f"{serving.url}/dlr/generic", json={"id": f"own-{i}", "status": "DELIVRD"})
+            time.sleep(1)
+            assert receiver.received == []
+            dispatching = ServiceProcess(tmp_path, env={"DATABASE_URL": dsn, **FAST}, name="dispatch", run="dispatch")
+            dispatching.wait_ready(path="/metrics")
+            wanted = feed_ids(serving.url)
+            assert set(wait_for_all(receiver, sub["secret"], wanted)) == wanted
+            shown = httpx2.get(f"{dispatching.url}/metrics").text
+            assert 'dlr_webhook_attempts_total{outcome="2xx"} 10.0' in shown
+            dispatching.stop()
+            assert "delivering subscriptions' events" in dispatching.output()
+    finally:
+        if dispatching is not None:
+            dispatching.stop()
+        serving.stop()
