@@ -30,6 +30,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx2
+import psutil
 
 from bench.harness import (
     Service,
@@ -144,17 +145,22 @@ def main() -> None:
         )
         try:
             run_wrk(service.url, script, args.connections, 2, env={"RUN": "warm"})
+            serving_before = cpu_seconds(service, dispatching=False)
             without = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "without"})
+            serving_cpu = cpu_seconds(service, dispatching=False) - serving_before
             created = httpx2.post(f"{service.url}/subscriptions", json={"url": sink.url + "/hook"}, timeout=10)
             if created.json()["code"] != 0:
                 raise SystemExit(f"could not subscribe: {created.text}")
             time.sleep(1)
             started = time.time()
+            dispatch_before = cpu_seconds(service, dispatching=True)
             with_one = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "with"})
             ended = time.time()
             expected = events_since(dsn, started - 0.5)
+            at_stop = sink.stats()["unique"]
             late = drained(sink, expected, 600)
             delivered = sink.stats()["unique"]
+            dispatch_cpu = cpu_seconds(service, dispatching=True) - dispatch_before
             show(
                 rows,
                 [
@@ -164,6 +170,15 @@ def main() -> None:
                     ["deliveries of that run / events committed", f"{delivered:,.0f} / {expected:,}"],
                     ["deliveries per second (events / (run + drain))", expected / (ended - started + (late or 0))],
                     ["last delivery after wrk stopped, s", "not in 600 s" if late is None else f"{late:.1f}"],
+                    [
+                        "deliveries per second once wrk stopped (the backlog left / its drain time)",
+                        "-" if not late else f"{(expected - at_stop) / late:,.0f}",
+                    ],
+                    ["serving processes' CPU per report, flat out (us)", f"{serving_cpu / without.requests * 1e6:.0f}"],
+                    [
+                        "dispatching process's CPU per delivery (us; --dispatch process only)",
+                        f"{dispatch_cpu / max(1, expected) * 1e6:,.0f}" if args.dispatch == "process" else "-",
+                    ],
                 ],
             )
 
@@ -211,7 +226,7 @@ def main() -> None:
                 [
                     [f"subscriber down {args.outage:.0f} s under the steady load: events queued", f"{queued:,}"],
                     [
-                        "every event from before it came back delivered after, s (the load going on; goal < 120 for 300 s)",
+                        "every event of the outage delivered after it came back, s (load on; goal < 120 for 300 s)",
                         "not in 1800 s" if took is None else f"{took:.1f}",
                     ],
                 ],
@@ -226,6 +241,18 @@ def main() -> None:
         f" {paced['DELAY_MS']} ms; one service worker, deliveries: DLR_SUBSCRIPTION_DISPATCH={args.dispatch},"
         " one subscriber, 2 cores"
     )
+
+
+def cpu_seconds(service: Service, *, dispatching: bool) -> float:
+    """User + system CPU so far of the service's dispatching process (`dispatching`), or of all its others."""
+    total = 0.0
+    parent = psutil.Process(service.proc.pid)
+    for proc in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if ("dispatch" in proc.cmdline()) is dispatching:
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
 
 
 def show(rows: list[list[object]], new: list[list[object]]) -> None:

@@ -78,6 +78,11 @@ def test_two_processes_deliver_each_event(tmp_path: Path, fresh_database: Any, m
             duplicates = len(ids) - len(set(ids))
             print(f"\nRELIABILITY subscriptions two ({mode}): events=60 deliveries={len(ids)} duplicates={duplicates}")
             assert duplicates <= 3
+            if mode == "process":
+                # each serve's own dispatching process, at a lower CPU priority than the workers
+                for service in services:
+                    (child,) = [c for c in psutil.Process(service.proc.pid).children() if "dispatch" in c.cmdline()]
+                    assert child.nice() == psutil.Process(service.proc.pid).nice() + 10
     finally:
         for service in services:
             service.stop()
