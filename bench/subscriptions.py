@@ -132,6 +132,8 @@ def main() -> None:
         "--dispatch", choices=("process", "on"), default="process", help="DLR_SUBSCRIPTION_DISPATCH of the service"
     )
     args = parser.parse_args()
+    # Stopped early (kill, timeout): still stop the service, the sink and the load on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     script = HERE / "ingest_unique.lua"
     paced_connections = 16
     paced = {"DELAY_MS": str(max(1, round(paced_connections * 1000 / args.rate)))}

@@ -111,24 +111,47 @@ async def claim_for_fanout(conn: Connection) -> list[asyncpg.Record]:
     )
 
 
+# What an attempt needs of its delivery and its subscription: a claim's answer.
+_CLAIMED = """d.id, d.subscription_id, d.event_id, d.body, d.attempt_count, s.url, s.secret, s.previous_secret,
+              s.previous_secret_until, s.failing_since"""
+
+
 async def queue_deliveries(
-    conn: Connection, subscription_id: int, events: Sequence[tuple[str, datetime, bytes]], first_attempt_at: datetime
-) -> None:
-    """A pending delivery per (event id, event time, body); an event already queued for it stays as it is."""
+    conn: Connection,
+    subscription_id: int,
+    events: Sequence[tuple[str, datetime, bytes]],
+    first_wait: float,
+    *,
+    claim: int = 0,
+    lease: float = 0.0,
+) -> list[asyncpg.Record]:
+    """A pending delivery per (event id, event time, body), due `first_wait` seconds on; an event already
+    queued for it stays as it is. The first `claim` of them are claimed at once instead (leased for `lease`
+    seconds, as `claim_due` would): the dispatcher that queues them attempts them once this transaction
+    commits, without reading them back. Returns the claimed ones."""
     if not events:
-        return
-    await conn.execute(
-        """
-        INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at)
-        SELECT $1, e.id, e.at, e.body, 'pending', $5
-        FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) AS e(id, at, body)
-        ON CONFLICT (subscription_id, event_id) DO NOTHING
+        return []
+    return await conn.fetch(
+        f"""
+        WITH queued AS (
+            INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at)
+            SELECT $1, e.id, e.at, e.body, 'pending',
+                   now() + make_interval(secs => CASE WHEN e.n <= $6::int THEN $7::float8 ELSE $5::float8 END)
+            FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) WITH ORDINALITY AS e(id, at, body, n)
+            ON CONFLICT (subscription_id, event_id) DO NOTHING
+            RETURNING *
+        )
+        SELECT {_CLAIMED} FROM queued AS d JOIN subscriptions AS s ON s.id = d.subscription_id
+        WHERE d.next_attempt_at > now() + make_interval(secs => $5::float8)
+        ORDER BY d.id
         """,
         subscription_id,
         [e[0] for e in events],
         [e[1] for e in events],
         [e[2] for e in events],
-        first_attempt_at,
+        first_wait,
+        claim,
+        lease,
     )
 
 
@@ -164,7 +187,7 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
     on, so that no other process takes them while this one tries, and any process does once the lease has
     passed without a result (this one died)."""
     return await conn.fetch(
-        """
+        f"""
         WITH due AS (
             SELECT id FROM deliveries
             WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now()
@@ -174,8 +197,7 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
         UPDATE deliveries AS d SET next_attempt_at = now() + make_interval(secs => $3)
         FROM due, subscriptions AS s
         WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
-        RETURNING d.id, d.subscription_id, d.event_id, d.body, d.attempt_count, s.url, s.secret,
-                  s.previous_secret, s.previous_secret_until, s.failing_since
+        RETURNING {_CLAIMED}
         """,
         subscription_id,
         limit,

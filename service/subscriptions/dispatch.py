@@ -28,7 +28,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
@@ -114,11 +114,13 @@ class SubscriptionDispatcher:
     # --- fan-out ---------------------------------------------------------------------------------------
 
     async def fan_out(self) -> bool:
-        """Queue the events each subscription has not read yet, one page each; True when a page was full
-        (there may be more)."""
+        """Queue the events each subscription has not read yet, one page each, and start the first attempts
+        the concurrency bounds have room for (claimed as they are queued); True when a page was full (there
+        may be more)."""
         full = False
         queued = 0
-        first_attempt = datetime.now(UTC) + timedelta(seconds=self._settings.delivery_schedule[0])
+        claimed: list[asyncpg.Record] = []
+        first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
             for sub in await store.claim_for_fanout(conn):
                 cursor = Cursor(int(sub["cursor_tx"]), sub["cursor_position"])
@@ -130,38 +132,51 @@ class SubscriptionDispatcher:
                     page = await feed.read_page(conn, exc.oldest, FANOUT_PAGE)
                 wanted = filter_from_json(orjson.loads(sub["filter"]))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
-                await store.queue_deliveries(conn, sub["id"], matching, first_attempt)
+                # A lease marks a claimed delivery only while it ends later than an unclaimed one is due.
+                room = self._room(sub["id"], len(claimed))  # this subscription's claims start after the loop
+                claim = max(0, room) if self._lease > first_wait else 0
+                claimed += await store.queue_deliveries(
+                    conn, sub["id"], matching, first_wait, claim=claim, lease=self._lease
+                )
                 if page.next_cursor != cursor:
                     await store.advance(conn, sub["id"], page.next_cursor)
                 queued += len(matching)
                 full |= len(page.events) == FANOUT_PAGE
+        # Only now that the claims are committed: an attempt must not be made for a delivery that was never queued.
+        for row in claimed:
+            self._start(row)
         if queued:
             metrics.WEBHOOK_QUEUED.inc(queued)
         return full
 
     # --- delivery --------------------------------------------------------------------------------------
 
+    def _room(self, subscription_id: int, about_to_start: int = 0) -> int:
+        """How many more attempts this process may start now for this subscription, `about_to_start` more
+        (of other subscriptions) being on their way."""
+        free = self._settings.delivery_concurrency - len(self._tasks) - about_to_start
+        return min(free, self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id])
+
+    def _start(self, row: asyncpg.Record) -> None:
+        self._in_flight[row["subscription_id"]] += 1
+        task = asyncio.create_task(self._attempt(row), name=f"delivery-{row['id']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def dispatch_due(self) -> int:
         """Claim what is due, as far as the concurrency bounds allow, and start an attempt for each."""
-        free = self._settings.delivery_concurrency - len(self._tasks)
-        started = 0
-        if free <= 0:
+        if self._settings.delivery_concurrency - len(self._tasks) <= 0:
             return 0
+        started = 0
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
             for subscription_id in await store.subscriptions_due(conn):
-                room = min(
-                    free, self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id]
-                )
+                room = self._room(subscription_id)
                 if room <= 0:
                     continue
                 for row in await store.claim_due(conn, subscription_id, room, self._lease):
-                    self._in_flight[subscription_id] += 1
-                    task = asyncio.create_task(self._attempt(row), name=f"delivery-{row['id']}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    free -= 1
+                    self._start(row)
                     started += 1
-                if free <= 0:
+                if self._settings.delivery_concurrency - len(self._tasks) <= 0:
                     break
         return started
 
