@@ -83,6 +83,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 DispatchMode = Literal["on", "off", "process"]
 DISPATCH_MODES: tuple[DispatchMode, ...] = ("on", "off", "process")
+# With one subscriber flat out, ingest kept 0.7x its rate with deliveries in its own event loop and 1.0x with
+# them in a process of their own (bench.subscriptions, docs/PERFORMANCE.md).
+DEFAULT_DISPATCH: DispatchMode = "process"
 
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (DESIGN "Subscriptions").
@@ -135,9 +138,10 @@ class Settings:
     subscription_allow_private: bool = False
     delivery_concurrency: int = DEFAULT_DELIVERY_CONCURRENCY  # in flight in one process, all subscribers together
     delivery_concurrency_per_subscription: int = DEFAULT_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION
-    # on: every serving process delivers; off: this one delivers nothing (a `dlr-tracker dispatch` process or
-    # other replicas do); process: `serve` starts one dispatching process of its own beside its workers
-    subscription_dispatch: DispatchMode = "on"
+    # process: `serve` starts one dispatching process of its own beside its workers (an app alone delivers
+    # nothing); on: every serving process delivers in its event loop; off: this one delivers nothing (a
+    # `dlr-tracker dispatch` process or other replicas do)
+    subscription_dispatch: DispatchMode = DEFAULT_DISPATCH
     # The key that encrypts subscription secrets at rest (DLR_SUBSCRIPTION_KEY); None: stored as they are.
     subscription_key: Secret | None = None
     task_batch: int = DEFAULT_TASK_BATCH
@@ -285,7 +289,9 @@ class Settings:
                 )
             ),
             subscription_key=Secret(subscription_key) if subscription_key else None,
-            subscription_dispatch=cast(DispatchMode, choice("DLR_SUBSCRIPTION_DISPATCH", "on", DISPATCH_MODES)),
+            subscription_dispatch=cast(
+                DispatchMode, choice("DLR_SUBSCRIPTION_DISPATCH", DEFAULT_DISPATCH, DISPATCH_MODES)
+            ),
             task_batch=int(number("DLR_TASK_BATCH", DEFAULT_TASK_BATCH, int, 1, 100_000)),
             task_duty=number("DLR_TASK_DUTY", DEFAULT_SWEEP_DUTY, float, 0.05, 1.0),
             task_lease=number("DLR_TASK_LEASE", 30.0, float, 1, 3600),

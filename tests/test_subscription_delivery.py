@@ -23,9 +23,11 @@ from tests.webhook_receiver import Answer, Receiver, receiving
 
 @pytest.fixture
 def fast(settings: Settings) -> Settings:
-    """Loopback subscribers allowed; retries a fifth of a second apart; a short timeout."""
+    """Loopback subscribers allowed; retries a fifth of a second apart; a short timeout; deliveries made in the
+    app's own event loop (no `serve` here to start a dispatching process)."""
     return replace(
         settings,
+        subscription_dispatch="on",
         subscription_allow_private=True,
         delivery_schedule=(0.0, 0.2, 0.2, 0.2),
         delivery_timeout=2.0,
