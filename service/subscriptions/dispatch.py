@@ -1,10 +1,12 @@
-"""SubscriptionDispatcher: feed events -> deliveries -> signed POSTs, in the background of every process.
+"""SubscriptionDispatcher: feed events -> deliveries -> signed POSTs, in the background of a dispatching process
+(or of every serving process: DLR_SUBSCRIPTION_DISPATCH).
 
-Two steps, each safe with any number of processes:
+Three steps, each safe with any number of processes:
 
 1. Fan-out: the enabled subscriptions are locked with SKIP LOCKED, each one's feed after its cursor is read
    gap-free (store/events.read_page), the events its filter matches become pending deliveries, and its cursor
-   moves, all in one transaction: an event is queued once, or not at all and read again.
+   moves, all in one transaction: an event is queued once, or not at all and read again. The first attempts
+   there is room for are claimed as they are queued, and started once the transaction has committed.
 2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (their next attempt time
    pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
    once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
