@@ -24,6 +24,7 @@ from service import database, logs, metrics, store
 from service.access import TokenBuckets
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
+from service.console.routes import Console
 from service.errors import ServiceError
 from service.feed import ChangeSignal
 from service.http import campaigns, events, ingest, messages, ops, quarantine, subscriptions, tasks
@@ -244,6 +245,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
+        *Console(settings).routes(),  # /console/...: pages for people
     ]
     app = DlrTracker(
         routes=routes,
