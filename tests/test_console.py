@@ -155,6 +155,13 @@ def test_disabled_or_removed_key_loses_the_console_at_once(settings: Settings) -
             assert answer.headers["location"].startswith("/console/login")
 
 
+def test_the_sign_in_page_signs_no_one_out(keyed: TestClient) -> None:
+    """Opening the sign-in page while signed in keeps the session (and says who is signed in)."""
+    sign_in(keyed, "k-read")
+    assert "signed in as <strong>viewer</strong>" in keyed.get("/console/login").text
+    assert keyed.get("/console/").status_code == 200
+
+
 def test_sign_out(keyed: TestClient) -> None:
     """Signing out (a form with its token) ends the session."""
     sign_in(keyed, "k-read")

@@ -270,11 +270,13 @@ class Console:
         settings = app.settings
         next_page = _safe_next(request.query_params.get("next"))
         if request.method == "GET":
+            # A session already there is kept (visiting this page signs no one out); signing in starts a new one.
             session = self.sessions.decode(request.cookies.get(COOKIE), time.time())
-            fresh = session is None or session.key_name is not None  # signing in again starts a new session
-            if fresh or session is None:
-                session = self.sessions.new(None, time.time())
-            visitor = Visitor(session, None, self.sessions.csrf_token(session), fresh, open=not settings.api_keys)
+            fresh = session is None
+            session = session or self.sessions.new(None, time.time())
+            key = self.sessions.key_of(session, settings) if session.key_name else None
+            csrf = self.sessions.csrf_token(session)
+            visitor = Visitor(session, key, csrf, fresh, open=not settings.api_keys)
             notice = "You were signed out: sign in again." if request.query_params.get("signed_out") else None
             return self.render(
                 request, "login.html", {"next": next_page, "open": not settings.api_keys, "notice": notice}, visitor
@@ -446,18 +448,18 @@ class Console:
             after = fields.count(request.query_params.get("after"), 2**62)
         except fields.FieldError:
             after = None
-        shown: list[dict[str, Any]] = []
         async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
             rows = await subscription_store.list_page(conn, SUBSCRIPTIONS_PAGE + 1, after)
-            for row in rows[:SUBSCRIPTIONS_PAGE]:
-                latest = await subscription_store.list_deliveries(conn, row["id"], None, DELIVERIES_SHOWN, None)
-                failed = await subscription_store.list_deliveries(conn, row["id"], "failed", DELIVERIES_SHOWN, None)
-                shown.append(
-                    {
-                        **subscription_view(row),
-                        "latest": [delivery_view(d) for d in latest],
-                        "failed": [delivery_view(d) for d in failed],
-                    }
-                )
+            ids = [row["id"] for row in rows[:SUBSCRIPTIONS_PAGE]]
+            latest = await subscription_store.latest_deliveries(conn, ids, None, DELIVERIES_SHOWN)
+            failed = await subscription_store.latest_deliveries(conn, ids, "failed", DELIVERIES_SHOWN)
+        shown = [
+            {
+                **subscription_view(row),
+                "latest": [delivery_view(d) for d in latest[row["id"]]],
+                "failed": [delivery_view(d) for d in failed[row["id"]]],
+            }
+            for row in rows[:SUBSCRIPTIONS_PAGE]
+        ]
         next_after = shown[-1]["id"] if len(rows) > SUBSCRIPTIONS_PAGE else None
         return self.render(request, "subscriptions.html", {"items": shown, "next_after": next_after}, visitor)
