@@ -30,7 +30,6 @@ from service.config import Settings
 from service.console import chart
 from service.console.session import COOKIE, Session, Sessions
 from service.dialects import DIALECTS
-from service.engine import Reason
 from service.errors import AuthFailed, NotFound, ServiceError, database_errors
 from service.http import views
 from service.http.envelope import unexpected_error_message
@@ -355,9 +354,7 @@ class Console:
         events = [{**views.history_event(e), "kind": ""} for e in history]
         for event in events:
             event["kind"] = _history_kind(event)
-        return self.render(
-            request, "message.html", {"message": views.message(record), "events": events, "reasons": Reason}, visitor
-        )
+        return self.render(request, "message.html", {"message": views.message(record), "events": events}, visitor)
 
     async def campaign(self, request: Request) -> Response:
         visitor = self.visitor(request)
