@@ -366,8 +366,10 @@ class Console:
                 stats = await app.campaign_stats.get(campaign)
         if stats is None:
             return self.render(request, "missing.html", {"what": "campaign", "name": campaign}, visitor, 404)
+        async with database_errors("read"):
+            histogram = await app.campaign_histograms.get(campaign)
+        counts: list[int] = histogram["counts"] if histogram else [0] * len(chart.BOUNDS)
         async with database_errors("read"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
-            counts = await store.delivery_histogram(conn, campaign, chart.BOUNDS)
             newest = await store.list_messages(conn, store.MessageFilter(campaign=campaign), CAMPAIGN_MESSAGES, None)
         return self.render(
             request,
