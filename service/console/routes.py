@@ -108,7 +108,10 @@ class Visitor:
 
 
 def _back(request: Request) -> str:
-    """Where a sign-in returns to: this page, as a path (never another site)."""
+    """Where a sign-in returns to: this page, as a path (never another site); after a form, the start page (a
+    form's address is no page to return to)."""
+    if request.method != "GET":
+        return f"{PREFIX}/"
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
 
