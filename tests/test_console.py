@@ -379,3 +379,25 @@ def test_static_files_are_served_from_the_package(client: TestClient) -> None:
     assert client.get("/console/static/nope.js").status_code == 404
     page = client.get("/console/").text
     assert not re.search(r'(src|href)="(https?:)?//', page)
+
+
+def test_session_cookies_cannot_be_forged_or_kept_forever(settings: Settings) -> None:
+    """A cookie whose payload was changed (another key's name), signed under other secrets, or older than
+    the session's lifetime is no session; the cookie names the key and never holds it."""
+    from service.console.session import MAX_AGE, Sessions
+
+    keyed = keyed_settings(settings)
+    sessions = Sessions(keyed)
+    read, admin_key = keyed.api_keys[0], keyed.api_keys[1]
+    now = time.time()
+    cookie = sessions.encode(sessions.new(read, now))
+    assert sessions.decode(cookie, now) is not None
+    assert "k-read" not in cookie
+    payload, signature = cookie.split(".")
+    forged = sessions.encode(sessions.new(admin_key, now)).split(".")[0] + "." + signature
+    assert sessions.decode(forged, now) is None
+    assert sessions.decode(payload + ".", now) is None
+    assert Sessions(replace(keyed, api_keys=keyed.api_keys[:2])).decode(cookie, now) is None
+    assert sessions.decode(cookie, now + MAX_AGE + 1) is None
+    token = sessions.csrf_token(sessions.decode(cookie, now))  # type: ignore[arg-type]
+    assert not sessions.csrf_ok(sessions.new(read, now), token)  # another session's token
