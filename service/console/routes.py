@@ -35,7 +35,7 @@ from service.http import views
 from service.http.envelope import unexpected_error_message
 from service.http.quarantine import replay_one
 from service.http.requests import numeric_path_id, read_request_body, state
-from service.http.scopes import ROUTE_SCOPES, scope_of
+from service.http.scopes import CONSOLE_SCOPES, ROUTE_SCOPES, scope_of
 from service.http.subscriptions import delivery_view
 from service.http.subscriptions import view as subscription_view
 from service.http.tasks import queue
@@ -166,6 +166,11 @@ class Console:
         env.filters["urlpart"] = lambda value: quote(str(value), safe="")
         env.globals["version"] = __version__
         env.globals["final_statuses"] = {s.value for s in FINAL}
+        # The navigation shows a page only to a key with its scope (the same table the pages are checked by).
+        env.globals["nav_scopes"] = {
+            "quarantine": CONSOLE_SCOPES["GET", f"{PREFIX}/quarantine"],
+            "subscriptions": CONSOLE_SCOPES["GET", f"{PREFIX}/subscriptions"],
+        }
         env.globals["statuses"] = [s.value for s in Status]
         self.templates = Jinja2Templates(env=env)
         self.static = {
