@@ -25,6 +25,8 @@ from service import database, logs, metrics, store
 from service.access import TokenBuckets
 from service.campaign_cache import CampaignStatsCache
 from service.config import Settings
+from service.console import chart
+from service.console.routes import Console
 from service.errors import ServiceError
 from service.feed import ChangeSignal
 from service.http import campaigns, events, ingest, messages, ops, quarantine, subscriptions, tasks
@@ -179,12 +181,17 @@ def create_app(settings: Settings) -> Starlette:
             async with pool.acquire(timeout=settings.db_timeout) as conn:
                 return await store.campaign_stats(conn, campaign)
 
+        async def load_histogram(campaign: str) -> dict[str, Any] | None:
+            async with pool.acquire(timeout=settings.db_timeout) as conn:
+                return {"counts": await store.delivery_histogram(conn, campaign, chart.BOUNDS)}
+
         runner = TaskRunner(pool, settings, changes)
         services = Services(
             settings=settings,
             pool=pool,
             writer=writer,
             campaign_stats=CampaignStatsCache(load_campaign, settings.campaign_stats_ttl),
+            campaign_histograms=CampaignStatsCache(load_histogram, settings.campaign_stats_ttl),
             schema_head=database.head_revision(),
             changes=changes,
             rate_limits=TokenBuckets(settings.rate_limit) if settings.rate_limit is not None else None,
@@ -254,6 +261,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
+        *Console(settings).routes(),  # /console/...: pages for people
     ]
     app = DlrTracker(
         routes=routes,

@@ -60,6 +60,19 @@ def require_api_key(request: Request, services: Services, scope: Scope) -> ApiKe
     if key is None:
         metrics.AUTH_FAILURES.labels("api_key").inc()
         raise AuthFailed("missing or wrong API key (Authorization: Bearer KEY or apiKey=KEY)")
+    admit(key, services, scope)
+    return key
+
+
+def find_api_key(presented: str, settings: Settings) -> ApiKey | None:
+    """The configured key whose secret is `presented` (compared in constant time), if any."""
+    return _find(presented, settings.api_keys)
+
+
+def admit(key: ApiKey, services: Services, scope: Scope) -> None:
+    """May this (valid) key do `scope` now? Code 14: disabled. Code 9: without the scope. Code 30: past the rate
+    limit. The API's and the console's one rule."""
+    settings = services.settings
     logs.api_key.set(key.name)
     if key.name in settings.api_keys_disabled:
         metrics.AUTH_FAILURES.labels("disabled").inc()
@@ -79,7 +92,6 @@ def require_api_key(request: Request, services: Services, scope: Scope) -> ApiKe
             limit = settings.rate_limit.text if settings.rate_limit is not None else ""
             raise RateLimited(wait, f"API key {key.name} is past its rate limit ({limit})")
     metrics.child(metrics.API_REQUESTS, key.name).inc()
-    return key
 
 
 def _find(presented: str, keys: tuple[ApiKey, ...]) -> ApiKey | None:

@@ -23,6 +23,7 @@ class Services:
     pool: asyncpg.Pool
     writer: ReportWriter
     campaign_stats: CampaignStatsCache
+    campaign_histograms: CampaignStatsCache  # the console's delivery-time histograms, as fresh as the stats
     schema_head: str  # the migration revision this code expects
     changes: ChangeSignal  # wakes this process's long-polling feed readers when it commits a change
     tasks: TaskRunner  # this process's runner of background tasks (woken when a request queues one)

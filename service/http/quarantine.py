@@ -12,7 +12,9 @@ from service.http import views
 from service.http.envelope import ok
 from service.http.requests import page_limit, read_query, state
 from service.http.scopes import scope_of
+from service.ledger import ReportDecision
 from service.replay import replay_quarantined
+from service.services import Services
 from service.writer import record
 
 DEFAULT_PAGE = 50
@@ -46,6 +48,20 @@ async def list_quarantine(request: Request) -> Response:
     )
 
 
+async def replay_one(app: Services, item_id: int) -> list[ReportDecision]:
+    """Replay one quarantined payload in its own transaction (the API's and the console's replay): its
+    decisions; code 2 when it is not (or no longer) in the quarantine; its refusal when it still fails."""
+    async with database_errors("replay"), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
+        answers = await replay_quarantined(
+            conn, item_id, lifetime=app.settings.lifetime, max_batch=app.settings.max_batch
+        )
+    if answers is None:
+        raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
+    record(answers)
+    metrics.REPLAYED.inc()
+    return answers
+
+
 async def replay(request: Request) -> Response:
     """Parse a quarantined payload again; when every report in it is valid, apply them and let it go
     (`replay.replay_quarantined`)."""
@@ -59,14 +75,7 @@ async def replay(request: Request) -> Response:
         item_id = None
     if item_id is None:
         raise NotFound(f"quarantined payload {raw_id[:40]!r} not found")
-    async with database_errors("replay"), app.pool.acquire(timeout=app.settings.db_timeout) as conn, conn.transaction():
-        answers = await replay_quarantined(
-            conn, item_id, lifetime=app.settings.lifetime, max_batch=app.settings.max_batch
-        )
-    if answers is None:
-        raise NotFound(f"quarantined payload {item_id} not found", {"id": item_id})
-    record(answers)
-    metrics.REPLAYED.inc()
+    answers = await replay_one(app, item_id)
     return ok(
         {
             "id": item_id,

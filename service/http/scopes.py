@@ -35,8 +35,23 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("GET", "/tasks/{id}/result"): Scope.ADMIN,
 }
 
+# The console's pages and forms (service/console), each with the API operation it shows or does: it needs that
+# operation's scope, so that a key may do in the console exactly what it may do through the API.
+CONSOLE_OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/console/"): ("GET", "/messages"),
+    ("GET", "/console/messages/{id:anything}"): ("GET", "/messages/{id:anything}/history"),
+    ("GET", "/console/campaigns/{campaign:anything}"): ("GET", "/campaigns/{campaign:anything}"),
+    ("GET", "/console/quarantine"): ("GET", "/quarantine"),
+    ("POST", "/console/quarantine/{id}/replay"): ("POST", "/quarantine/{id}/replay"),
+    ("POST", "/console/quarantine/replay"): ("POST", "/quarantine/replay"),
+    ("GET", "/console/tasks/{id}"): ("GET", "/tasks/{id}"),
+    ("GET", "/console/subscriptions"): ("GET", "/subscriptions/{id}/deliveries"),
+}
+CONSOLE_SCOPES: dict[tuple[str, str], Scope] = {page: ROUTE_SCOPES[api] for page, api in CONSOLE_OPERATIONS.items()}
+
 
 def scope_of(request: Request) -> Scope:
-    """The scope of the route and method this request was routed to."""
+    """The scope of the route and method this request was routed to (an API operation or a console page)."""
     method = "GET" if request.method == "HEAD" else request.method
-    return ROUTE_SCOPES[method, request.scope["route"].path]
+    route = method, request.scope["route"].path
+    return ROUTE_SCOPES[route] if route in ROUTE_SCOPES else CONSOLE_SCOPES[route]

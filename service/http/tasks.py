@@ -55,12 +55,18 @@ async def _body(request: Request, app: Services) -> Any:
     return await read_json_body(request, app.settings.max_body_bytes, blank_is_empty=True)
 
 
-async def _queue(app: Services, kind: Kind, params: dict[str, Any], campaign: str | None) -> Response:
+async def queue(app: Services, kind: Kind, params: dict[str, Any], campaign: str | None) -> int:
+    """Queue a task and wake this process's runner: its id (the API's and the console's way in)."""
     async with database_errors("task"), app.pool.acquire(timeout=app.settings.db_timeout) as conn:
         if campaign is not None and not await campaign_pages.exists(conn, campaign):
             raise NotFound(f"campaign {campaign[:80]!r} not found", {"campaign": campaign[:255]})
         task_id = await store.create(conn, kind.value, params)
     app.tasks.wake()
+    return task_id
+
+
+async def _queue(app: Services, kind: Kind, params: dict[str, Any], campaign: str | None) -> Response:
+    task_id = await queue(app, kind, params, campaign)
     return EnvelopeResponse(
         SENT,
         {"task_id": task_id},

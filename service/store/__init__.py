@@ -9,6 +9,7 @@ from service.store.quarantine import RawRequest, drop_quarantined, list_quaranti
 from service.store.queries import (
     MessageFilter,
     campaign_stats,
+    delivery_histogram,
     get_history,
     get_message,
     get_messages,
@@ -27,6 +28,7 @@ __all__ = [
     "campaign_stats",
     "close_batch",
     "count_open",
+    "delivery_histogram",
     "drop_quarantined",
     "get_history",
     "get_message",

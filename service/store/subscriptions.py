@@ -300,6 +300,33 @@ async def list_deliveries(
     )
 
 
+async def latest_deliveries(
+    conn: Connection, subscription_ids: Sequence[int], state: str | None, limit: int
+) -> dict[int, list[asyncpg.Record]]:
+    """The newest `limit` deliveries (of a state, if given) of each of several subscriptions, in one statement:
+    the console's subscriptions page."""
+    rows = await conn.fetch(
+        """
+        SELECT s.id AS subscription_id, d.*
+        FROM unnest($1::bigint[]) AS s(id), LATERAL (
+            SELECT id AS delivery_id, event_id, event_at, state, attempt_count, attempts::text AS attempts,
+                   next_attempt_at, created_at, updated_at
+            FROM deliveries
+            WHERE subscription_id = s.id AND ($2::text IS NULL OR state = $2)
+            ORDER BY id DESC LIMIT $3
+        ) AS d
+        ORDER BY s.id, d.delivery_id DESC
+        """,
+        list(subscription_ids),
+        state,
+        limit,
+    )
+    found: dict[int, list[asyncpg.Record]] = {i: [] for i in subscription_ids}
+    for row in rows:
+        found[row["subscription_id"]].append(row)
+    return found
+
+
 _REQUEUE = """
     UPDATE deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = now(), updated_at = now()
     WHERE subscription_id = $1 AND state <> 'pending' AND {which}
