@@ -341,6 +341,7 @@ def test_subscriptions_page_shows_deliveries_and_failures(settings: Settings, db
         keyed_settings(settings),
         subscription_allow_private=True,
         delivery_schedule=(0,),
+        subscription_dispatch="on",  # no `serve` here to start a dispatching process
     )
     with TestClient(create_app(configured), follow_redirects=False) as client:
         created = client.post(
