@@ -81,7 +81,9 @@ def sweep(settings: Settings) -> None:
     import asyncio
 
     async def one_pass(dsn: str) -> Counter[Status]:
-        pool = await database.create_pool(dsn, 2, settings.db_timeout)
+        pool = await database.create_pool(
+            dsn, 2, settings.db_timeout, prepared_statements=settings.db_prepared_statements
+        )
         try:
             sweeper = ExpirySweeper(
                 pool,
