@@ -17,7 +17,7 @@ from service.store.queries import (
 )
 from service.store.registrations import register_messages
 from service.store.reports import apply_reports
-from service.store.sweep import close_batch, count_open, sweep_batch
+from service.store.sweep import close_batch, count_open, next_transaction_id, sweep_batch
 
 __all__ = [
     "Connection",
@@ -33,6 +33,7 @@ __all__ = [
     "get_messages",
     "list_messages",
     "list_quarantine",
+    "next_transaction_id",
     "quarantine",
     "register_messages",
     "schema_version",
