@@ -179,9 +179,16 @@ def ingest(service: Service, dsn: str, seconds: float) -> tuple[WrkResult, float
         acked = re.search(r"^ACKED (\d+)$", out.stdout, re.M)
         return parse_wrk(out.stdout), int(acked.group(1)) if acked else 0
 
-    load(2)  # warm-up: connections, plans
-    cost = ServerCost(dsn)
-    result, acked = load(seconds)
+    for attempt in range(2):  # once more if wrk failed (or was killed by someone else's cleanup)
+        try:
+            load(2)  # warm-up: connections, plans
+            cost = ServerCost(dsn)
+            result, acked = load(seconds)
+            break
+        except (subprocess.CalledProcessError, KeyError, AttributeError) as exc:
+            print(f"  ingest: wrk failed: {exc!r}", file=sys.stderr)
+            if attempt:
+                raise
     wal, _, _ = cost.per(acked)
     return result, wal
 
@@ -199,12 +206,15 @@ def measure(dsn: str, messages: int, args: argparse.Namespace, label: str) -> di
         env = {"MESSAGES": str(messages), "DAYS": str(days), "CAMPAIGNS": str(CAMPAIGNS_PER_DAY)}
         for kind, name in [("one", "by id"), ("page", "list page"), ("campaign", "campaign stats")]:
             script = HERE / "growth_reads.lua"
-            try:
-                run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
-                r = run_wrk(service.url, script, 16, args.seconds, {**env, "QUERY": kind})
-            except (subprocess.CalledProcessError, KeyError, AttributeError) as exc:
-                # One failed wrk run costs its figure, not the run's other sizes.
-                print(f"  {name}: wrk failed: {exc!r}", file=sys.stderr)
+            r = None
+            for _attempt in range(2):  # once more if wrk failed (or was killed by someone else's cleanup)
+                try:
+                    run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
+                    r = run_wrk(service.url, script, 16, args.seconds, {**env, "QUERY": kind})
+                    break
+                except (subprocess.CalledProcessError, KeyError, AttributeError) as exc:
+                    print(f"  {name}: wrk failed: {exc!r}", file=sys.stderr)
+            if r is None:  # a failed figure, not a failed run: the other sizes still count
                 figures[f"{name} p99 ms"] = figures[f"{name} req/s"] = float("nan")
                 continue
             figures[f"{name} p99 ms"] = r.p99_ms
