@@ -1,7 +1,7 @@
 """Expiry sweep benchmark: how fast a full sweep resolves N overdue messages, and what it costs ingest.
 
     python -m bench.sweep [--messages 1000000] [--batch 250] [--duty 0.65] [--seconds 10] [--connections 16]
-                          [--rate 2000]
+                          [--rate 2000] [--no-ingest]
 
 Seeds N overdue messages (1-3 segments; 10% PDLIVRD with a delivered first part, 10% message-level
 PDLIVRD) into a fresh database, times one full sweep pass (rows/s); then measures ingest under wrk alone,
@@ -9,6 +9,20 @@ and again while a full sweep of N runs, printing p99 latency with and without it
 offered load (about --rate requests/s, each connection pacing itself), once flat out (every connection
 sending as fast as it is answered). Flat out, ingest already takes both cores, so whatever the sweep uses
 comes out of ingest's latency; the steady load is what the goal (p99 at most 2x) is about.
+
+The sweep's own limit, in the same run, each on a fresh database seeded with the same N overdue messages, in
+batches of the same size, on the same server (the same WAL settings), taking its rows the same way (open and
+overdue by the sweep's partial index, oldest deadline first, SKIP LOCKED), one statement and transaction per
+batch and no rest between batches:
+
+- the sweep at duty 1.0 (the shipped statement without the duty cycle's rests);
+- floor, one row: a bare `UPDATE messages SET status = 'EXPIRED', final_at, updated_at` of the batch, which
+  writes only the message rows (the least any sweep writes: the row leaves the work list);
+- floor, three rows: that UPDATE plus the two rows the sweep also writes per message, by the simplest SQL (a
+  history row, and the event feed's row copied from the updated message): the same rows as the sweep, without
+  the engine's per-segment resolution or the counts by status.
+
+Each prints rows/s and WAL bytes per message, and the sweep's ratio to each.
 """
 
 from __future__ import annotations
@@ -18,8 +32,12 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -35,6 +53,7 @@ from bench.harness import (
 )
 from service import database
 from service.config import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY
+from service.store.messages import COLUMNS, EVENT_COLUMNS
 from service.sweeper import ExpirySweeper
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +84,102 @@ async def seed(dsn: str, prefix: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+# The floors' statements: the same work list and selection as the sweep's (service/store/sweep.py RESOLVE).
+_DUE = """
+    SELECT id FROM messages
+    WHERE final_at IS NULL AND expires_at <= $1
+    ORDER BY expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED"""
+FLOOR_ONE_ROW = f"""
+WITH due AS ({_DUE}
+), resolved AS (
+    UPDATE messages AS m SET status = 'EXPIRED', final_at = $1, updated_at = $1 FROM due WHERE m.id = due.id
+    RETURNING 1
+)
+SELECT count(*) FROM resolved
+"""
+FLOOR_THREE_ROWS = f"""
+WITH due AS ({_DUE}
+), resolved AS (
+    UPDATE messages AS m SET status = 'EXPIRED', final_at = $1, updated_at = $1, version = m.version + 1
+    FROM due WHERE m.id = due.id
+    RETURNING m.*
+), logged AS (
+    INSERT INTO history (message_id, status, received_at, source, applied)
+    SELECT id, status, $1, 'sweep', true FROM resolved
+), fed AS (
+    INSERT INTO events ({EVENT_COLUMNS})
+    SELECT 'sweep', 'ACCEPTD', $1, {COLUMNS} FROM resolved
+)
+SELECT count(*) FROM resolved
+"""
+
+
+async def wal_lsn(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+    finally:
+        await conn.close()
+
+
+async def floor(dsn: str, statement: str, batch: int) -> tuple[int, float]:
+    """Run `statement` batch after batch, no rest, until a batch finds less than a full one."""
+    pool = await database.create_pool(dsn, 2, 600)
+    try:
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        total = 0
+        while True:
+            async with pool.acquire() as conn:
+                n = int(await conn.fetchval(statement, now, batch))
+            total += n
+            if n < batch:
+                return total, time.perf_counter() - started
+    finally:
+        await pool.close()
+
+
+def limit_rows(server: str, args: argparse.Namespace) -> list[list[object]]:
+    """The sweep at its duty and at 1.0, and the two floors, each on a fresh database of the same N messages:
+    (name, messages, seconds, rows/s, WAL bytes per message)."""
+    runs: list[tuple[str, Callable[[str], Awaitable[tuple[int, float]]]]] = [
+        (f"sweep as shipped (duty {args.duty:g})", lambda dsn: sweep(dsn, args.batch, args.duty)),
+        ("sweep, duty 1.0 (no rests)", lambda dsn: sweep(dsn, args.batch, 1.0)),
+        ("floor: bare UPDATE (message rows only)", lambda dsn: floor(dsn, FLOOR_ONE_ROW, args.batch)),
+        ("floor: UPDATE + history + event rows", lambda dsn: floor(dsn, FLOOR_THREE_ROWS, args.batch)),
+    ]
+    rows: list[list[object]] = []
+    for name, run in runs:
+        dsn = fresh_database(server)
+        asyncio.run(seed(dsn, "a", args.messages))
+        asyncio.run(checkpoint(dsn))  # each run starts from the same WAL state: no checkpoint owed by the seed
+        wal = asyncio.run(wal_lsn(dsn))
+        done, took = asyncio.run(run(dsn))
+        wal = asyncio.run(wal_lsn(dsn)) - wal
+        print(f"  {name}: {done:,} in {took:.1f} s", file=sys.stderr)
+        rows.append([name, done, took, done / took, wal / max(1, done)])
+        asyncio.run(drop(server, dsn))
+    return rows
+
+
+async def checkpoint(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def drop(server: str, dsn: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE "{urlsplit(dsn).path.lstrip("/")}"')
+    finally:
+        await conn.close()
+
+
 async def sweep(dsn: str, batch: int, duty: float) -> tuple[int, float]:
     pool = await database.create_pool(dsn, 2, 600)
     try:
@@ -85,11 +200,23 @@ def main() -> None:
         "--duty", type=float, default=DEFAULT_SWEEP_DUTY, help="DLR_SWEEP_DUTY: share of time spent sweeping"
     )
     parser.add_argument("--rate", type=float, default=2000, help="the steady load, requests/s in all")
+    parser.add_argument("--no-ingest", action="store_true", help="only the sweep against its floors, no wrk runs")
     args = parser.parse_args()
     # wrk's delay() pauses a connection between requests: C connections at D ms each offer about C*1000/D.
     paced = {"DELAY_MS": str(max(1, round(args.connections * 1000 / args.rate)))}
 
     with database_server() as server:
+        limits = limit_rows(server, args)
+        print()
+        print(table(["run (same N, batch, server)", "messages", "s", "rows/s", "WAL bytes/message"], limits))
+        shipped, no_rest, one_row, three_rows = (float(r[3]) for r in limits)  # type: ignore[arg-type]
+        print(
+            f"\nsweep as shipped / floor (bare UPDATE): {shipped / one_row:.2f}x;"
+            f" sweep at duty 1.0 / floor (bare UPDATE): {no_rest / one_row:.2f}x;"
+            f" sweep at duty 1.0 / floor (same three rows): {no_rest / three_rows:.2f}x. Batch {args.batch}."
+        )
+        if args.no_ingest:
+            return
         dsn = fresh_database(server)
         seeded = asyncio.run(seed(dsn, "a", args.messages))
         print(f"seeded {args.messages:,} overdue messages in {seeded:.1f} s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 import asyncpg
 from alembic import context
@@ -38,8 +39,17 @@ def _run(connection: Connection) -> None:
 async def _run_async() -> None:
     dsn = _dsn()
     # async_creator lets asyncpg parse the DSN itself (Unix-socket `?host=` included) instead of
-    # SQLAlchemy's URL rules.
-    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(dsn))
+    # SQLAlchemy's URL rules. No statement cache and a new name for every prepared statement: through PgBouncer
+    # in transaction mode the server connection is shared with other clients, whose `__asyncpg_stmt_1__` may
+    # already be there (a migration runs rarely; its statements cost nothing to prepare again).
+    engine = create_async_engine(
+        "postgresql+asyncpg://",
+        async_creator=lambda: asyncpg.connect(dsn, statement_cache_size=0),
+        connect_args={
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__alembic_{uuid.uuid4().hex}__",
+        },
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

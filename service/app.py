@@ -165,7 +165,9 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        pool = await database.create_pool(
+            dsn, settings.db_pool_size, settings.db_timeout, prepared_statements=settings.db_prepared_statements
+        )
         changes = ChangeSignal()
         writer = ReportWriter(
             pool,

@@ -101,7 +101,9 @@ def dispatch(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
     async def run(dsn: str) -> None:
-        pool = await database.create_pool(dsn, settings.db_pool_size, settings.db_timeout)
+        pool = await database.create_pool(
+            dsn, settings.db_pool_size, settings.db_timeout, prepared_statements=settings.db_prepared_statements
+        )
         dispatcher = SubscriptionDispatcher(pool, settings)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -142,7 +144,9 @@ def migrate(settings: Settings) -> None:
 
 def sweep(settings: Settings) -> None:
     async def one_pass(dsn: str) -> Counter[Status]:
-        pool = await database.create_pool(dsn, 2, settings.db_timeout)
+        pool = await database.create_pool(
+            dsn, 2, settings.db_timeout, prepared_statements=settings.db_prepared_statements
+        )
         try:
             sweeper = ExpirySweeper(
                 pool,

@@ -127,6 +127,9 @@ class Settings:
     max_batch: int = 1000
     db_pool_size: int = 10
     db_timeout: float = 5.0
+    # Off: no named prepared statements and no session settings at connect, for a pooler that hands each
+    # transaction another server connection (PgBouncer in transaction mode, before 1.21).
+    db_prepared_statements: bool = True
     group_commit: bool = True
     campaign_stats_ttl: float = 5.0
     writers: int = 2
@@ -269,6 +272,7 @@ class Settings:
             max_batch=int(number("DLR_MAX_BATCH", 1000, int, 1, 100_000)),
             db_pool_size=int(number("DLR_DB_POOL_SIZE", 10, int, 1, 200)),
             db_timeout=number("DLR_DB_TIMEOUT", 5.0, float, 0.1, 600),
+            db_prepared_statements=choice("DLR_DB_PREPARED_STATEMENTS", "on", ("on", "off")) == "on",
             group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
             writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),

@@ -51,7 +51,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     session advisory lock, no cursor WITH HOLD (the migration lock is taken on alembic's own connection)."""
 
 
-async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
+async def create_pool(dsn: str, size: int, seconds: float, *, prepared_statements: bool = True) -> asyncpg.Pool:
+    """The pool. Without `prepared_statements` (DLR_DB_PREPARED_STATEMENTS=off), for PgBouncer in transaction
+    mode: asyncpg keeps no named statements (a named statement lives on one server connection, and the next
+    transaction may get another: "prepared statement ... does not exist" or "already exists"), and no setting
+    is sent at connect (PgBouncer refuses a startup parameter it does not know, and would not keep it on every
+    server connection anyway). Every statement is then planned afresh with its parameters: a custom plan, which
+    is what `plan_cache_mode` asks for otherwise."""
+    settings = {"application_name": "dlr-tracker"}
+    if prepared_statements:
+        # A generic plan made while `messages` was small seq-scans it once it has grown (docs/PERFORMANCE.md).
+        settings["plan_cache_mode"] = "force_custom_plan"
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
@@ -60,7 +70,8 @@ async def create_pool(dsn: str, size: int, seconds: float) -> asyncpg.Pool:
         # A statement that runs longer than this is cancelled, so a stuck database cannot pin requests.
         command_timeout=seconds,
         timeout=seconds,
-        server_settings={"application_name": "dlr-tracker", "plan_cache_mode": "force_custom_plan"},
+        statement_cache_size=100 if prepared_statements else 0,
+        server_settings=settings,
     )
     assert pool is not None
     return pool

@@ -3,6 +3,10 @@
 Every serving process runs one. They do not step on each other: each batch locks its rows with
 SKIP LOCKED and commits before the next, so no lock is held across batches and two sweepers simply
 take different rows.
+
+Between batches a pass rests (`DLR_SWEEP_DUTY`) so that ingest keeps its latency, but only while some other
+transaction is writing: with the database to itself, a rest only makes the pass slower (bench.sweep: a million
+overdue messages in 97 s resting, 49 s not, against 34 s for a bare UPDATE of the same rows).
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ class ExpirySweeper:
         changes: ChangeSignal | None = None,
     ) -> None:
         self._pool = pool
-        # The share of time a pass may spend sweeping: after a batch that took t seconds it rests
-        # t * (1 - duty) / duty, so that a million overdue messages never crowd out the ingest path.
-        self._rest = (1 - duty) / duty
+        # The share of time a pass may spend sweeping while others write: after a batch that took t seconds
+        # it rests t * (1 - duty) / duty, so that a million overdue messages never crowd out the ingest path.
+        self._duty = duty
         self._interval = interval
         self._batch_size = batch_size
         self._timeout = timeout
@@ -64,10 +68,13 @@ class ExpirySweeper:
         resolved: Counter[Status] = Counter()
         started = time.perf_counter()
         now = datetime.now(UTC)
+        cycle = DutyCycle(self._duty)
         while not self._stop.is_set():
             batch_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
+                cycle.saw(await store.next_transaction_id(conn))
                 batch = await store.sweep_batch(conn, now, self._batch_size)
+            cycle.wrote(bool(batch))
             for previous, status, count in batch:
                 resolved[status] += count
                 metrics.child(metrics.SWEEP_RESOLVED, status).inc(count)
@@ -77,8 +84,9 @@ class ExpirySweeper:
                 self._changes.notify()
             if sum(r.n for r in batch) < self._batch_size:
                 break
-            if self._rest:
-                await asyncio.sleep((time.perf_counter() - batch_started) * self._rest)
+            rest = cycle.rest(time.perf_counter() - batch_started)
+            if rest:
+                await asyncio.sleep(rest)
         if self._event_retention is not None:
             before = now - timedelta(seconds=self._event_retention)
             pruned = await self._in_steps(lambda conn: feed.prune(conn, before, self._batch_size))
@@ -119,15 +127,19 @@ class ExpirySweeper:
         """Run a pruning step (at most a batch of rows, its own transaction) until it finds less than a full
         batch, resting between steps like the sweep does; the rows deleted in all."""
         total = 0
+        cycle = DutyCycle(self._duty)
         while not self._stop.is_set():
             step_started = time.perf_counter()
             async with self._pool.acquire(timeout=self._timeout) as conn:
+                cycle.saw(await store.next_transaction_id(conn))
                 done = await step(conn)
+            cycle.wrote(done > 0)
             total += done
             if done < self._batch_size:
                 break
-            if self._rest:
-                await asyncio.sleep((time.perf_counter() - step_started) * self._rest)
+            rest = cycle.rest(time.perf_counter() - step_started)
+            if rest:
+                await asyncio.sleep(rest)
         return total
 
     async def run_forever(self) -> None:
@@ -163,6 +175,43 @@ class ExpirySweeper:
         if self._task is not None:
             await self._task
             self._task = None
+
+
+class DutyCycle:
+    """How long a pass rests after a batch: (1 - duty) / duty of the batch's time while other transactions
+    write, none while the pass has the database to itself.
+
+    "Others write" is read from transaction ids: before each batch the pass notes the next id (taking none);
+    every writing transaction takes one, the pass's own batch one when it wrote, so when the id moved further
+    than that between two batches, someone else wrote meanwhile (ingest, another replica's sweep, a task, the
+    subscription dispatcher). The pass then rests for as long as it last saw that less than `quiet` seconds ago:
+    one look per batch misses a writer between two of its commits, a second of looks does not. Reads take no id
+    and cost the pass nothing, which is what they cost ingest too.
+    """
+
+    def __init__(self, duty: float, quiet: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ratio = (1 - duty) / duty
+        self._quiet = quiet
+        self._clock = clock
+        self._previous: int | None = None  # the next transaction id before the last batch
+        self._own = 0  # ids the pass's last batch took: 1 if it wrote, else 0
+        self._others_seen: float | None = None  # when another writer was last seen
+
+    def saw(self, next_id: int) -> None:
+        """The next transaction id, read just before a batch."""
+        if self._previous is not None and next_id - self._previous > self._own:
+            self._others_seen = self._clock()
+        self._previous = next_id
+
+    def wrote(self, wrote: bool) -> None:
+        """Whether the batch just run wrote anything (and so took a transaction id)."""
+        self._own = 1 if wrote else 0
+
+    def rest(self, took: float) -> float:
+        """Seconds to rest after a batch that took `took` seconds."""
+        if self._others_seen is None or self._clock() - self._others_seen > self._quiet:
+            return 0.0
+        return took * self._ratio
 
 
 def _summary(resolved: Counter[Status]) -> str:

@@ -157,6 +157,24 @@ def test_list_filters_and_keyset_pagination(client: TestClient) -> None:
     assert client.get("/messages?limit=5000").json()["code"] == 12
 
 
+def test_campaign_and_status_pages_follow_the_cursor(client: TestClient) -> None:
+    """A campaign listed by status (its keys read from the campaign index first, then the rows) pages newest
+    first without gaps or repeats, and a status the campaign has none of gives an empty page."""
+    for i in range(9):
+        client.post("/messages", json={"id": f"s{i}", "campaign": "cs", "sent_at": f"2026-11-25T10:0{i}:00Z"})
+        report(client, id=f"s{i}", status="DELIVRD" if i % 2 else "UNDELIV")
+    seen, cursor = [], None
+    while True:
+        url = "/messages?campaign=cs&status=DELIVRD&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        data = client.get(url).json()["data"]
+        seen += [(i["id"], i["status"]) for i in data["items"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [(f"s{i}", "DELIVRD") for i in (7, 5, 3, 1)]
+    assert client.get("/messages?campaign=cs&status=EXPIRED").json()["data"] == {"items": [], "next_cursor": None}
+
+
 def test_campaign_statistics(client: TestClient) -> None:
     """Campaign stats count by status, the finals, the delivered ratio and delivery-time percentiles."""
     for i in range(4):

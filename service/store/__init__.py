@@ -18,7 +18,7 @@ from service.store.queries import (
 )
 from service.store.registrations import register_messages
 from service.store.reports import apply_reports
-from service.store.sweep import close_batch, count_open, sweep_batch
+from service.store.sweep import close_batch, count_open, next_transaction_id, sweep_batch
 
 __all__ = [
     "Connection",
@@ -35,6 +35,7 @@ __all__ = [
     "get_messages",
     "list_messages",
     "list_quarantine",
+    "next_transaction_id",
     "quarantine",
     "register_messages",
     "schema_version",

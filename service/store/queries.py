@@ -67,9 +67,18 @@ async def list_messages(
     if after is not None:
         clauses.append(f"(sent_at, id) < ({arg(after[0])}, {arg(after[1])})")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM messages {where} ORDER BY sent_at DESC, id DESC LIMIT {arg(limit)}", *args
-    )
+    page = f"{where} ORDER BY sent_at DESC, id DESC LIMIT {arg(limit)}"
+    if filt.campaign is not None and filt.status is not None and filt.recipient is None:
+        # The page's keys first, from the campaign index alone (it carries the status): a status the campaign
+        # has few of, or none, otherwise sends the scan through every row of the campaign in the table, one
+        # heap page each (10,000 pages, 250-630 ms for a 10,000-message campaign without a DELIVRD, against
+        # 1-2 ms this way; bench.growth). Then the page's rows by their primary key.
+        query = f"""
+            SELECT {COLUMNS} FROM messages WHERE id IN (SELECT id FROM messages {page})
+            ORDER BY sent_at DESC, id DESC"""
+    else:
+        query = f"SELECT {COLUMNS} FROM messages {page}"
+    rows = await conn.fetch(query, *args)
     return [record_from_row(row) for row in rows]
 
 

@@ -140,5 +140,11 @@ async def close_batch(conn: Connection, now: datetime, target: Status, ids: Sequ
     return [Resolved(Status(row["previous_status"]), Status(row["status"]), row["n"]) for row in rows]
 
 
+async def next_transaction_id(conn: Connection) -> int:
+    """One past the newest finished transaction's id, without taking one: how far writing has got. A sweep
+    pass compares it across its batches to tell whether anyone else wrote meanwhile (`sweeper.DutyCycle`)."""
+    return int(await conn.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+
+
 async def count_open(conn: Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM messages WHERE final_at IS NULL"))
