@@ -258,6 +258,27 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float, env: dict[
     return parse_wrk(out.stdout)
 
 
+class BackgroundLoad:
+    """A wrk load running beside something measured: started (and given `settle` seconds) on creation, stopped
+    with `stop()`, which answers what wrk saw meanwhile."""
+
+    def __init__(
+        self, url: str, script: Path, connections: int, env: dict[str, str] | None = None, settle: float = 1.0
+    ) -> None:
+        self._proc = subprocess.Popen(
+            wrk_command(url, script, connections, 3600),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        time.sleep(settle)
+
+    def stop(self) -> WrkResult:
+        self._proc.send_signal(signal.SIGINT)
+        return parse_wrk(self._proc.communicate(timeout=60)[0])
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     cells = [headers, *[[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

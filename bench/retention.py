@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import asyncpg
 
-from bench.harness import Service, WrkResult, database_server, fresh_database, parse_wrk, run_wrk, table, wrk_command
+from bench.harness import BackgroundLoad, Service, database_server, fresh_database, run_wrk, table
 from service import database
 from service.config import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY
 from service.sweeper import ExpirySweeper
@@ -93,17 +90,9 @@ def main() -> None:
         script = HERE / "ingest_unique.lua"
         try:
             without = run_wrk(service.url, script, args.connections, args.seconds, env=paced)
-            load = subprocess.Popen(
-                wrk_command(service.url, script, args.connections, 3600),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **paced},
-            )
-            time.sleep(1)  # let the load settle before the pass starts
+            load = BackgroundLoad(service.url, script, args.connections, paced)
             deleted, took = asyncio.run(prune(dsn, args.batch, args.duty))
-            load.send_signal(signal.SIGINT)
-            during: WrkResult = parse_wrk(load.communicate(timeout=60)[0])
+            during = load.stop()
         finally:
             service.stop()
 

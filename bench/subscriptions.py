@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import httpx2
 import psutil
 
 from bench.harness import (
+    BackgroundLoad,
     Service,
     WrkResult,
     database_server,
@@ -40,7 +40,6 @@ from bench.harness import (
     fresh_database,
     run_wrk,
     table,
-    wrk_command,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -204,11 +203,7 @@ def main() -> None:
 
             sink.stop()
             outage_started = time.time()
-            load = subprocess.Popen(
-                wrk_command(service.url, script, paced_connections, 3600),
-                stdout=subprocess.DEVNULL,
-                env={**os.environ, **paced, "RUN": "outage"},
-            )
+            load = BackgroundLoad(service.url, script, paced_connections, {**paced, "RUN": "outage"}, settle=0)
             try:
                 time.sleep(args.outage)
                 queued = events_since(dsn, outage_started)
@@ -221,8 +216,7 @@ def main() -> None:
                         break
                     time.sleep(0.5)
             finally:
-                load.send_signal(signal.SIGINT)
-                load.wait(60)
+                load.stop()
             show(
                 rows,
                 [

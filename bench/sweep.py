@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,14 +39,13 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from bench.harness import (
+    BackgroundLoad,
     Service,
     WrkResult,
     database_server,
     fresh_database,
-    parse_wrk,
     run_wrk,
     table,
-    wrk_command,
 )
 from service import database
 from service.config import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY
@@ -228,17 +224,9 @@ def main() -> None:
 
         def with_sweep(env: dict[str, str], part: str) -> tuple[WrkResult, int, float]:
             asyncio.run(seed(dsn, part, args.messages))
-            load = subprocess.Popen(
-                wrk_command(service.url, script, args.connections, 3600),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **env},
-            )
-            time.sleep(1)  # let the load settle before the sweep starts
+            load = BackgroundLoad(service.url, script, args.connections, env)
             swept, took = asyncio.run(sweep(dsn, args.batch, args.duty))
-            load.send_signal(signal.SIGINT)
-            return parse_wrk(load.communicate(timeout=60)[0]), swept, took
+            return load.stop(), swept, took
 
         try:
             steady = run_wrk(service.url, script, args.connections, args.seconds, env=paced)

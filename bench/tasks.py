@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import asyncpg
 import httpx2
 
-from bench.harness import Service, WrkResult, database_server, fresh_database, parse_wrk, run_wrk, table, wrk_command
+from bench.harness import BackgroundLoad, Service, WrkResult, database_server, fresh_database, run_wrk, table
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,17 +96,9 @@ def main() -> None:
             rss_after = service.peak_rss_mb()
 
             before = run_wrk(service.url, script, args.connections, args.seconds, env=paced)
-            load = subprocess.Popen(
-                wrk_command(service.url, script, args.connections, 3600),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **paced},
-            )
-            time.sleep(1)  # the load settles before the close starts
+            load = BackgroundLoad(service.url, script, args.connections, paced)
             closed, close_seconds = run_task(service.url, "/campaigns/closed/close", {"status": "EXPIRED"})
-            load.send_signal(signal.SIGINT)
-            during = parse_wrk(load.communicate(timeout=60)[0])
+            during = load.stop()
         finally:
             service.stop()
 
