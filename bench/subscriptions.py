@@ -135,7 +135,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     script = HERE / "ingest_unique.lua"
     paced_connections = 16
-    paced = {"DELAY_MS": str(max(1, round(paced_connections * 1000 / args.rate)))}
+    paced = {"RATE": str(args.rate)}
     rows: list[list[object]] = []
     sink = Sink()
     sink.start()
@@ -233,8 +233,8 @@ def main() -> None:
     print()
     print(table(["measure", "value"], rows))
     print(
-        f"\n{args.connections} connections flat out; the steady load {paced_connections} connections pacing at"
-        f" {paced['DELAY_MS']} ms; one service worker, deliveries: DLR_SUBSCRIPTION_DISPATCH={args.dispatch},"
+        f"\n{args.connections} connections flat out; the steady load {paced_connections} connections offering"
+        f" {args.rate:.0f} reports/s on a schedule; one service worker, deliveries: DLR_SUBSCRIPTION_DISPATCH={args.dispatch},"
         " one subscriber, 2 cores"
     )
 
