@@ -1,12 +1,14 @@
-"""The growth benchmark's reads at two sizes side by side: two databases on one server, measured in turn.
+"""The growth benchmark's figures at two sizes side by side: two databases on one server, measured in turn.
 
     python -m bench.growth_interleaved [--sizes 1,10] [--rounds 3] [--seconds 10]
 
 bench.growth measures each size after the last, minutes apart, on a machine whose load changes from minute
 to minute; a figure that moved may have moved with the machine. This seeds one database per size the same way
 (bench.growth's rows, indexes built after the load, VACUUM ANALYZE), starts a service on each, and measures
-GET /messages/{id}, the list page and campaign statistics on one, then the other, for --rounds rounds, so that
-both sizes meet the same machine. Prints each round and the median of each figure with the ratio.
+ingest (req/s, p99, WAL bytes per report), GET /messages/{id}, the list page, campaign statistics and the
+expiry sweep (--overdue messages planted past their deadline, one pass at the shipped batch and duty) on one,
+then the other, for --rounds rounds, so that both sizes meet the same machine. Prints each round and the
+median of each figure with the ratio.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.growth import CAMPAIGNS_PER_DAY, PER_DAY, grow
+from bench import sweep as sweep_bench
+from bench.growth import CAMPAIGNS_PER_DAY, PER_DAY, grow, ingest
 from bench.harness import Service, database_server, fresh_database, run_wrk, table
+from service.config import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY
 
 HERE = Path(__file__).resolve().parent
 READS = [("one", "by id"), ("page", "list page"), ("campaign", "campaign stats")]
+FIGURES = (
+    ["ingest req/s", "ingest p99 ms", "WAL bytes / report"]
+    + [f"{name} {what}" for _, name in READS for what in ("p99 ms", "req/s")]
+    + ["sweep rows/s"]
+)
 
 
 def main() -> None:
@@ -30,11 +39,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,10", help="two sizes, millions of messages (default 1,10)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--overdue", type=int, default=100_000, help="overdue messages planted for each sweep")
     args = parser.parse_args()
     sizes = [round(float(s) * 1_000_000) for s in args.sizes.split(",")]
     labels = [f"{s / 1e6:g}M" for s in sizes]
     first_sent = datetime.now(UTC) - timedelta(days=2) - timedelta(days=max(sizes) / PER_DAY)
-    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    figures: dict[tuple[str, str], list[float]] = {}
     with database_server() as server:
         services = []
         try:
@@ -43,31 +53,43 @@ def main() -> None:
                 took = asyncio.run(grow(dsn, 0, size, first_sent))
                 print(f"{label}: seeded in {took:.0f} s", file=sys.stderr)
                 env = {"DATABASE_URL": dsn, "DLR_SWEEP_INTERVAL": "86400", "DLR_CAMPAIGN_STATS_TTL": "0"}
-                services.append((label, size, Service(env)))
+                services.append((label, size, dsn, Service(env)))
             for round_ in range(args.rounds):
-                for label, size, service in services:
+                for label, size, dsn, service in services:
+                    measured: dict[str, float] = {}
+                    result, wal = ingest(service, dsn, args.seconds)
+                    measured.update(
+                        {"ingest req/s": result.requests_per_second, "ingest p99 ms": result.p99_ms,
+                         "WAL bytes / report": wal}
+                    )  # fmt: skip
                     days = max(1, -(-size // PER_DAY))
                     env = {"MESSAGES": str(size), "DAYS": str(days), "CAMPAIGNS": str(CAMPAIGNS_PER_DAY)}
                     for kind, name in READS:
                         script = HERE / "growth_reads.lua"
                         run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
                         r = run_wrk(service.url, script, 16, args.seconds, {**env, "QUERY": kind})
-                        figures.setdefault((name, label), []).append((r.p99_ms, r.requests_per_second))
-                        print(
-                            f"round {round_ + 1} {label} {name}: p99 {r.p99_ms:.1f} ms, {r.requests_per_second:.1f}/s",
-                            file=sys.stderr,
-                        )
+                        measured[f"{name} p99 ms"] = r.p99_ms
+                        measured[f"{name} req/s"] = r.requests_per_second
+                    asyncio.run(sweep_bench.seed(dsn, f"o{label}r{round_}-", args.overdue))
+                    resolved, took = asyncio.run(sweep_bench.sweep(dsn, DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY))
+                    measured["sweep rows/s"] = resolved / took
+                    for figure, value in measured.items():
+                        figures.setdefault((figure, label), []).append(value)
+                    shown = ", ".join(f"{figure} {value:,.1f}" for figure, value in measured.items())
+                    print(f"round {round_ + 1} {label}: {shown}", file=sys.stderr, flush=True)
         finally:
-            for _, _, service in services:
+            for _, _, _, service in services:
                 service.stop()
     rows = []
-    for _, name in READS:
-        for i, what in enumerate(("p99 ms", "req/s")):
-            values = [statistics.median(v[i] for v in figures[(name, label)]) for label in labels]
-            rows.append([f"{name} {what}", *values, f"{values[1] / values[0]:.2f}"])
+    for figure in FIGURES:
+        values = [statistics.median(figures[(figure, label)]) for label in labels]
+        rows.append([figure, *values, f"{values[1] / values[0]:.2f}"])
     print()
     print(table(["figure (median of the rounds)", *labels, f"{labels[1]} / {labels[0]}"], rows))
-    print(f"\n{args.rounds} rounds, sizes measured in turn; 16 connections, {args.seconds:g} s each, one worker each")
+    print(
+        f"\n{args.rounds} rounds, sizes measured in turn, one worker each; ingest 64 connections, reads 16,"
+        f" {args.seconds:g} s each after a 2 s warm-up; sweep: {args.overdue:,} overdue messages per round"
+    )
 
 
 if __name__ == "__main__":
