@@ -10,15 +10,20 @@ Three steps, each safe with any number of processes:
 2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (their next attempt time
    pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
    once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
-   `delivery_concurrency_per_subscription` per subscriber, so a slow subscriber holds up only its own.
+   `delivery_concurrency_per_subscription` per subscriber, so a slow subscriber holds up only its own. Up to
+   as many again are claimed ahead and started as attempts end, without a round trip in between (a claimed
+   delivery not started while its lease still covers an attempt is left for the lease to pass).
 3. Recording: finished attempts are written back in batches, one transaction for whatever finished while
    the previous batch was being written (a pipeline: attempts go on while their results are recorded).
    A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
 
-Ingest never waits on any of this: it writes its feed row as always, and this loop looks every
-`POLL_SECONDS` (and at once when an attempt ends). It is not woken by this process's commits (`ChangeSignal`):
-with that wake-up, schemathesis' ASGI run (tests/reliability/test_fuzz.py) left a request waiting forever in
-asyncpg, a cause not found yet; a poll costs at most `POLL_SECONDS` of delivery latency.
+Each step is a loop of its own: the fan-out every `POLL_SECONDS`; the claimer whenever an attempt ends, the
+fan-out queued more than it could start, or `POLL_SECONDS` passed; the recorder whenever attempts ended. So
+a fan-out transaction waiting on a busy database (as ingest's do) holds up neither a backlog's drain nor the
+recording. Ingest never waits on any of this: it writes its feed row as always. The fan-out is not woken by
+this process's commits (`ChangeSignal`): with that wake-up, schemathesis' ASGI run
+(tests/reliability/test_fuzz.py) left a request waiting forever in asyncpg, a cause not found yet; a poll
+costs at most `POLL_SECONDS` of delivery latency.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,10 +88,16 @@ class SubscriptionDispatcher:
         self._timeout = settings.delivery_timeout
         self._lease = settings.delivery_timeout + LEASE_MARGIN
         self._in_flight: Counter[int] = Counter()
+        self._reserved: Counter[int] = Counter()  # room the fan-out is claiming, not started yet
+        # Claimed deliveries waiting for a free slot, per subscription, with when their lease ends (monotonic).
+        self._ready: defaultdict[int, deque[tuple[float, asyncpg.Record]]] = defaultdict(deque)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._claimer: asyncio.Task[None] | None = None
+        # Set when the claimer should look again: an attempt ended, or the fan-out queued more than it started.
+        self._claim_more = asyncio.Event()
         self._metrics_at = 0.0
         self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
@@ -119,6 +131,25 @@ class SubscriptionDispatcher:
         """Queue the events each subscription has not read yet, one page each, and start the first attempts
         the concurrency bounds have room for (claimed as they are queued); True when a page was full (there
         may be more)."""
+        reserved: list[tuple[int, int]] = []  # (subscription, room) held for its claims
+        try:
+            claimed, queued, full = await self._queue_new(reserved)
+            # Only now that the claims are committed: an attempt must not be made for a delivery never queued.
+            for row in claimed:
+                self._start(row)
+        finally:
+            for subscription_id, claim in reserved:
+                self._reserved[subscription_id] -= claim
+            self._reserved += Counter()  # drops the zeros
+        if queued > len(claimed):
+            self._claim_more.set()
+        if queued:
+            metrics.WEBHOOK_QUEUED.inc(queued)
+        return full
+
+    async def _queue_new(self, reserved: list[tuple[int, int]]) -> tuple[list[asyncpg.Record], int, bool]:
+        """One transaction: each subscription's next page queued, the first attempts claimed; (claimed,
+        queued, whether a page was full)."""
         full = False
         queued = 0
         claimed: list[asyncpg.Record] = []
@@ -135,8 +166,10 @@ class SubscriptionDispatcher:
                 wanted = filter_from_json(orjson.loads(sub["filter"]))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
                 # A lease marks a claimed delivery only while it ends later than an unclaimed one is due.
-                room = self._room(sub["id"], len(claimed))  # this subscription's claims start after the loop
-                claim = max(0, room) if self._lease > first_wait else 0
+                claim = max(0, self._room(sub["id"])) if self._lease > first_wait else 0
+                # Held until the claims start after the commit, so that the claimer does not take it meanwhile.
+                self._reserved[sub["id"]] += claim
+                reserved.append((sub["id"], claim))
                 claimed += await store.queue_deliveries(
                     conn, sub["id"], matching, first_wait, claim=claim, lease=self._lease
                 )
@@ -144,20 +177,15 @@ class SubscriptionDispatcher:
                     await store.advance(conn, sub["id"], page.next_cursor)
                 queued += len(matching)
                 full |= len(page.events) == FANOUT_PAGE
-        # Only now that the claims are committed: an attempt must not be made for a delivery that was never queued.
-        for row in claimed:
-            self._start(row)
-        if queued:
-            metrics.WEBHOOK_QUEUED.inc(queued)
-        return full
+        return claimed, queued, full
 
     # --- delivery --------------------------------------------------------------------------------------
 
-    def _room(self, subscription_id: int, about_to_start: int = 0) -> int:
-        """How many more attempts this process may start now for this subscription, `about_to_start` more
-        (of other subscriptions) being on their way."""
-        free = self._settings.delivery_concurrency - len(self._tasks) - about_to_start
-        return min(free, self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id])
+    def _room(self, subscription_id: int) -> int:
+        """How many more attempts this process may start now for this subscription."""
+        free = self._settings.delivery_concurrency - len(self._tasks) - self._reserved.total()
+        mine = self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id]
+        return min(free, mine - self._reserved[subscription_id])
 
     def _start(self, row: asyncpg.Record) -> None:
         self._in_flight[row["subscription_id"]] += 1
@@ -165,22 +193,38 @@ class SubscriptionDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _start_ready(self, subscription_id: int) -> None:
+        """Start this subscription's claimed deliveries as far as there is room: no round trip between one
+        attempt ending and the next starting. One whose lease would run out before its attempt could end is
+        left for its lease to pass (it is due again then, here or in any process): never two attempts at once."""
+        ready = self._ready.get(subscription_id)
+        while ready and self._room(subscription_id) > 0:
+            lease_ends, row = ready.popleft()
+            if time.monotonic() + self._timeout < lease_ends:
+                self._start(row)
+        if not ready:
+            self._ready.pop(subscription_id, None)
+
     async def dispatch_due(self) -> int:
-        """Claim what is due, as far as the concurrency bounds allow, and start an attempt for each."""
-        if self._settings.delivery_concurrency - len(self._tasks) <= 0:
-            return 0
-        started = 0
+        """Claim what is due and start an attempt for each, as far as the concurrency bounds allow; and up to
+        as many again per subscription, kept ready for the slots its attempts free (`_start_ready`)."""
+        per_subscription = self._settings.delivery_concurrency_per_subscription
+        claimed = 0
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
             for subscription_id in await store.subscriptions_due(conn):
-                room = self._room(subscription_id)
-                if room <= 0:
+                wanted = 2 * per_subscription - self._in_flight[subscription_id] - len(self._ready[subscription_id])
+                wanted = min(wanted, 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting())
+                if wanted <= 0:
                     continue
-                for row in await store.claim_due(conn, subscription_id, room, self._lease):
-                    self._start(row)
-                    started += 1
-                if self._settings.delivery_concurrency - len(self._tasks) <= 0:
-                    break
-        return started
+                lease_ends = time.monotonic() + self._lease
+                rows = await store.claim_due(conn, subscription_id, wanted, self._lease)
+                self._ready[subscription_id].extend((lease_ends, row) for row in rows)
+                self._start_ready(subscription_id)
+                claimed += len(rows)
+        return claimed
+
+    def _waiting(self) -> int:
+        return sum(len(ready) for ready in self._ready.values())
 
     def _secrets(self, row: asyncpg.Record, now: datetime) -> list[str]:
         key = self._settings.subscription_key
@@ -240,7 +284,8 @@ class SubscriptionDispatcher:
             self._in_flight[subscription_id] -= 1
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
-            self._wake.set()
+            self._start_ready(subscription_id)
+            self._claim_more.set()
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -315,37 +360,43 @@ class SubscriptionDispatcher:
 
     # --- the loop --------------------------------------------------------------------------------------
 
-    async def run_once(self) -> None:
+    async def fan_out_once(self) -> None:
         while await self.fan_out() and not self._stop.is_set():
             pass
-        await self.dispatch_due()
         if time.monotonic() - self._metrics_at >= METRICS_EVERY:
             self._metrics_at = time.monotonic()
             await self.refresh_metrics()
 
-    async def run_forever(self) -> None:
+    async def _fan_out_forever(self) -> None:
+        """New events, every `POLL_SECONDS`."""
+        await self._forever(self.fan_out_once, self._wake)
+
+    async def _claim_forever(self) -> None:
+        """Due deliveries (retries, and first attempts the fan-out had no room for): whenever an attempt ends,
+        and every `POLL_SECONDS`. A loop of its own, so that a slow fan-out (its transaction waits on the
+        database like ingest's) does not hold up a backlog's drain, nor the drain new events."""
+        await self._forever(self.dispatch_due, self._claim_more)
+
+    async def _forever(self, step: Callable[[], Awaitable[object]], woken: asyncio.Event) -> None:
         while not self._stop.is_set():
             try:
-                await self.run_once()
+                await step()
             except Exception as exc:
                 # A database blip must not end the dispatcher: log it, look again next tick.
                 if is_unavailable(exc):
                     logger.warning("subscription dispatch failed, database unavailable: %s", type(exc).__name__)
                 else:
                     logger.exception("subscription dispatch failed")
-            await self._sleep(POLL_SECONDS)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Until an attempt ends, a stop, or `seconds` pass."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-        self._wake.clear()
+            try:
+                async with asyncio.timeout(POLL_SECONDS):
+                    await woken.wait()
+            except TimeoutError:
+                pass
+            woken.clear()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run_forever(), name="subscription-dispatcher")
+        self._task = asyncio.create_task(self._fan_out_forever(), name="subscription-fan-out")
+        self._claimer = asyncio.create_task(self._claim_forever(), name="subscription-claimer")
         self._recorder = asyncio.create_task(self._record_forever(), name="subscription-recorder")
 
     async def stop(self) -> None:
@@ -353,9 +404,12 @@ class SubscriptionDispatcher:
         and another process, or this one restarted, tries them again); record what finished."""
         self._stop.set()
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        self._claim_more.set()
+        for loop in (self._task, self._claimer):
+            if loop is not None:
+                await loop
+        self._task = self._claimer = None
+        self._ready.clear()  # claimed, never attempted: their leases pass and they are due again
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=min(STOP_GRACE, self._timeout))
             for task in late:
