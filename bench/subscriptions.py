@@ -70,8 +70,9 @@ class Sink:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
 
-    def stats(self) -> dict[str, float]:
-        return dict(httpx2.get(self.url + "/stats", timeout=10).json())
+    def stats(self, since: float | None = None, before: float | None = None) -> dict[str, float]:
+        params = {} if since is None or before is None else {"since": since, "before": before}
+        return dict(httpx2.get(self.url + "/stats", params=params, timeout=10).json())
 
     def reset(self) -> None:
         httpx2.post(self.url + "/reset", timeout=10)
@@ -88,23 +89,15 @@ def events_since(dsn: str, since: float) -> int:
     return asyncio.run(count())
 
 
-def undelivered(dsn: str, since: float, before: float) -> int:
-    """Events committed from `since` to `before` (epoch seconds) not delivered to the subscriber yet."""
+def events_between(dsn: str, since: float, before: float) -> int:
+    """Events committed with their time from `since` to `before` (epoch seconds). Counted once, not polled: the
+    feed has no index by time, and a scan of it every half second is load on the database being measured."""
 
     async def count() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(
-                await conn.fetchval(
-                    """
-                    SELECT (SELECT count(*) FROM events WHERE at >= to_timestamp($1) AND at < to_timestamp($2))
-                         - (SELECT count(*) FROM deliveries
-                            WHERE state = 'delivered' AND event_at >= to_timestamp($1) AND event_at < to_timestamp($2))
-                    """,
-                    since,
-                    before,
-                )
-            )
+            query = "SELECT count(*) FROM events WHERE at >= to_timestamp($1) AND at < to_timestamp($2)"
+            return int(await conn.fetchval(query, since, before))
         finally:
             await conn.close()
 
@@ -209,9 +202,13 @@ def main() -> None:
                 queued = events_since(dsn, outage_started)
                 sink.start()  # a new process: it starts empty
                 back, back_at = time.monotonic(), time.time()
+                time.sleep(1)  # the reports received before `back_at` have committed
+                expected = events_between(dsn, outage_started, back_at)
                 took = None
+                # The sink restarted empty: every event of the outage arrives at it (and is counted by the time
+                # its body carries), none is lost in the stop.
                 while time.monotonic() - back < 1800:
-                    if undelivered(dsn, outage_started, back_at) == 0:
+                    if sink.stats(outage_started, back_at)["unique_between"] >= expected:
                         took = time.monotonic() - back
                         break
                     time.sleep(0.5)
@@ -234,8 +231,8 @@ def main() -> None:
     print(table(["measure", "value"], rows))
     print(
         f"\n{args.connections} connections flat out; the steady load {paced_connections} connections offering"
-        f" {args.rate:.0f} reports/s on a schedule; one service worker, deliveries: DLR_SUBSCRIPTION_DISPATCH={args.dispatch},"
-        " one subscriber, 2 cores"
+        f" {args.rate:.0f} reports/s on a schedule; one service worker, deliveries:"
+        f" DLR_SUBSCRIPTION_DISPATCH={args.dispatch}, one subscriber, 2 cores"
     )
 
 

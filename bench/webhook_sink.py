@@ -1,7 +1,8 @@
 """A subscriber for bench/subscriptions.py: answers every delivery 204 at once, and keeps per `webhook-id` the
 seconds from the event's timestamp (when its report was received) to the delivery's arrival.
 
-    uvicorn bench.webhook_sink:app --port 9000     # GET /stats: counts and latency percentiles; POST /reset
+    uvicorn bench.webhook_sink:app --port 9000     # GET /stats[?since=&before=]: counts, latency percentiles
+                                                   # (and events of that time arrived); POST /reset
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 arrived: dict[str, float] = {}  # webhook-id -> seconds from the event to its first arrival
+sent_at: dict[str, float] = {}  # webhook-id -> the event's timestamp (epoch seconds)
 attempts = 0
 
 
@@ -57,6 +59,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         if webhook_id not in arrived:
             sent = datetime.fromisoformat(orjson.loads(body)["timestamp"]).timestamp()
             arrived[webhook_id] = max(0.0, now - sent)
+            sent_at[webhook_id] = sent
         await _answer(send, 204)
     elif path == "/stats":
         latencies = list(arrived.values())
@@ -67,9 +70,15 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             "p99": _percentile(latencies, 0.99),
             "max": max(latencies) if latencies else None,
         }
+        # ?since=&before= (epoch seconds): how many distinct events of that time have arrived.
+        query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+        if "since" in query and "before" in query:
+            since, before = float(query["since"]), float(query["before"])
+            stats["unique_between"] = sum(1 for t in sent_at.values() if since <= t < before)
         await _answer(send, 200, orjson.dumps(stats))
     elif path == "/reset" and method == "POST":
         arrived.clear()
+        sent_at.clear()
         attempts = 0
         await _answer(send, 204)
     elif path == "/readyz":

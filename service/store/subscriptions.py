@@ -230,7 +230,9 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
     """Attempts of any number of deliveries and subscriptions in one transaction of two statements: each
     delivery's new state with its attempt appended, each subscription's failing streak and disabling.
     Subscriptions first, in id order, as the fan-out locks them: two processes recording at once never
-    wait on each other in a cycle."""
+    wait on each other in a cycle. A subscription whose streak the batch leaves as it was (nearly always:
+    answering, or still failing since the same time) is not written, so recording does not wait for the
+    fan-out's transaction, which holds the subscription's row, to end."""
     ordered = sorted(streaks, key=lambda change: change.subscription_id)
     async with conn.transaction():
         await conn.execute(
@@ -241,7 +243,10 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
                 disabled_reason = CASE WHEN s.enabled AND u.disable IS NOT NULL THEN u.disable
                                        ELSE s.disabled_reason END
             FROM unnest($1::bigint[], $2::bool[], $3::timestamptz[], $4::text[]) AS u(id, ended, since, disable)
-            WHERE s.id = u.id
+            WHERE s.id = u.id AND (
+                s.failing_since IS DISTINCT FROM
+                    CASE WHEN u.ended THEN u.since ELSE coalesce(s.failing_since, u.since) END
+                OR (s.enabled AND u.disable IS NOT NULL))
             """,
             [c.subscription_id for c in ordered],
             [c.ended for c in ordered],
