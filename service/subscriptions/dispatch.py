@@ -141,6 +141,9 @@ class SubscriptionDispatcher:
             for subscription_id, claim in reserved:
                 self._reserved[subscription_id] -= claim
             self._reserved += Counter()  # drops the zeros
+            for subscription_id, claim in reserved:
+                if claim:
+                    self._start_ready(subscription_id)  # what finished meanwhile left room the claims did not take
         if queued > len(claimed):
             self._claim_more.set()
         if queued:
@@ -166,7 +169,7 @@ class SubscriptionDispatcher:
                 wanted = filter_from_json(orjson.loads(sub["filter"]))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
                 # A lease marks a claimed delivery only while it ends later than an unclaimed one is due.
-                claim = max(0, self._room(sub["id"])) if self._lease > first_wait else 0
+                claim = max(0, min(len(matching), self._room(sub["id"]))) if self._lease > first_wait else 0
                 # Held until the claims start after the commit, so that the claimer does not take it meanwhile.
                 self._reserved[sub["id"]] += claim
                 reserved.append((sub["id"], claim))
@@ -210,6 +213,8 @@ class SubscriptionDispatcher:
         as many again per subscription, kept ready for the slots its attempts free (`_start_ready`)."""
         per_subscription = self._settings.delivery_concurrency_per_subscription
         claimed = 0
+        for subscription_id in list(self._ready):
+            self._start_ready(subscription_id)  # first what is claimed already (and drop what is too late)
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
             for subscription_id in await store.subscriptions_due(conn):
                 wanted = 2 * per_subscription - self._in_flight[subscription_id] - len(self._ready[subscription_id])
