@@ -203,6 +203,25 @@ def test_filters_by_final_statuses_and_campaigns(app: TestClient) -> None:
         assert seen(spring, s_spring["secret"]) == [("x", "ACCEPTD"), ("x", "DELIVRD"), ("x", "NEW")]
 
 
+def test_concurrency_is_bounded_per_subscriber_and_nothing_stalls(fast: Settings) -> None:
+    """A slow subscriber gets at most `delivery_concurrency_per_subscription` requests at once, while reports keep
+    arriving (fan-outs claiming first attempts as earlier attempts end, the claimer taking the rest ahead):
+    every event arrives, none twice."""
+    bounded = replace(fast, delivery_concurrency=8, delivery_concurrency_per_subscription=3)
+    with receiving(lambda n: Answer(delay=0.05)) as receiver, TestClient(create_app(bounded)) as client:
+        sub = subscribe(client, receiver)
+        for batch in range(20):
+            ids = [f"c{batch}-{i}" for i in range(10)]
+            assert client.post("/dlr/generic", json=[{"id": i, "status": "DELIVRD"} for i in ids]).status_code == 200
+            time.sleep(0.02)
+        got = receiver.wait_for(200, timeout=60)
+        time.sleep(0.5)  # a duplicate would arrive by now
+        delivered = [verified(sub["secret"], r)["data"]["id"] for r in receiver.received]
+        assert sorted(delivered) == sorted(f"c{b}-{i}" for b in range(20) for i in range(10))
+        assert len(got) == len(receiver.received) == 200
+        assert 1 < receiver.most_at_once <= 3
+
+
 def test_a_receiver_down_then_up_loses_nothing(fast: Settings) -> None:
     """Deliveries to a port nobody listens on are retried; once a receiver listens there every event arrives."""
     patient = replace(fast, delivery_schedule=(0.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3))

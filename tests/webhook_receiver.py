@@ -32,6 +32,8 @@ class Receiver:
         self.answer = answer or (lambda n: Answer())
         self.received: list[Received] = []
         self.lock = threading.Lock()
+        self.answering = 0  # requests being answered now
+        self.most_at_once = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,9 +44,13 @@ class Receiver:
                     receiver.received.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
                     )
+                    receiver.answering += 1
+                    receiver.most_at_once = max(receiver.most_at_once, receiver.answering)
                 reply = receiver.answer(n)
                 if reply.delay:
                     time.sleep(reply.delay)
+                with receiver.lock:
+                    receiver.answering -= 1
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
