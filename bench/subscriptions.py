@@ -5,7 +5,8 @@
 
 One service (one worker; deliveries made by the dispatching process `serve` starts, or with `--dispatch on`
 in the serving process itself) and one subscriber on loopback (bench/webhook_sink.py under uvicorn,
-answering 204 at once, at nice 19: it stands in for another host), in one run:
+answering 204 at once; it stands in for another host: at nice 19, and at 0 after the outage, so that it
+neither takes CPU from ingest nor is starved by it), in one run:
 1. ingest flat out with no subscription, then with one: req/s of each and the ratio (goal >= 0.8);
 2. the deliveries of that run: per second, and how long after wrk stopped the last one arrived (the dispatcher
    keeps up when that is near zero);
@@ -51,15 +52,18 @@ class Sink:
 
     def __init__(self) -> None:
         self.port = free_port()
+        self.niceness = 19
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "uvicorn", "bench.webhook_sink:app", "--port", str(self.port)]
         argv += ["--log-level", "warning", "--no-access-log"]
-        # At nice 19: the subscriber stands in for another host, and here it shares the 2 cores with the service
-        # measured; it takes only the CPU the service, PostgreSQL and wrk leave.
-        self.proc = subprocess.Popen(argv, cwd=HERE.parent, preexec_fn=lambda: os.nice(19))
+        # The subscriber stands in for another host, and here it shares the 2 cores with the service measured:
+        # at nice 19 (flat out, steady load) it takes only the CPU the service, PostgreSQL and wrk leave; after
+        # the outage it runs at 0, or it would be starved by the load and set the drain's pace itself.
+        niceness = self.niceness
+        self.proc = subprocess.Popen(argv, cwd=HERE.parent, preexec_fn=lambda: os.nice(niceness))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx2.TransportError):
@@ -203,6 +207,7 @@ def main() -> None:
             try:
                 time.sleep(args.outage)
                 queued = events_since(dsn, outage_started)
+                sink.niceness = 0
                 sink.start()  # a new process: it starts empty
                 back, back_at = time.monotonic(), time.time()
                 time.sleep(1)  # the reports received before `back_at` have committed
