@@ -272,6 +272,9 @@ def test_the_events_command_prints_json_lines_and_resumes(tmp_path: Any, fresh_d
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Ctrl-C as in a terminal: a test run started in the background (`cmd &` in a script) passes SIGINT
+            # on ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         time.sleep(1)
         httpx2.post(f"{service.url}/dlr/generic", json={"id": "c3", "status": "DELIVRD"})
