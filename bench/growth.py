@@ -60,6 +60,7 @@ PER_DAY = 1_000_000
 CAMPAIGNS_PER_DAY = 100
 CHUNK = 250_000
 TABLES = ("messages", "history", "events", "sender_events")
+READS = [("one", "by id"), ("page", "list page"), ("campaign", "campaign stats")]
 
 # Message g (from 1) was sent at $3 + (g - 1) days / PER_DAY: the oldest first, as traffic accumulates.
 SEED = f"""
@@ -193,39 +194,60 @@ def ingest(service: Service, dsn: str, seconds: float) -> tuple[WrkResult, float
     return result, wal
 
 
-def measure(dsn: str, messages: int, args: argparse.Namespace, label: str) -> dict[str, float]:
+def service_env(dsn: str) -> dict[str, str]:
+    """The service measured: no sweep of its own (the sweep is measured on its own), statistics uncached."""
+    return {"DATABASE_URL": dsn, "DLR_SWEEP_INTERVAL": "86400", "DLR_CAMPAIGN_STATS_TTL": "0"}
+
+
+def ingest_figures(service: Service, dsn: str, seconds: float) -> tuple[dict[str, float], int]:
+    """Ingest's figures, and its non-2xx answers and socket errors."""
+    result, wal = ingest(service, dsn, seconds)
+    figures = {"ingest req/s": result.requests_per_second, "ingest p99 ms": result.p99_ms, "WAL bytes / report": wal}
+    return figures, result.non_2xx + result.errors
+
+
+def read_figures(service: Service, messages: int, seconds: float) -> tuple[dict[str, float], int]:
+    """p99 and req/s of each read over every day stored (16 connections), and their non-2xx and socket errors."""
     days = max(1, -(-messages // PER_DAY))
-    service = Service({"DATABASE_URL": dsn, "DLR_SWEEP_INTERVAL": "86400", "DLR_CAMPAIGN_STATS_TTL": "0"})
+    env = {"MESSAGES": str(messages), "DAYS": str(days), "CAMPAIGNS": str(CAMPAIGNS_PER_DAY)}
     figures: dict[str, float] = {}
+    errors = 0
+    for kind, name in READS:
+        script = HERE / "growth_reads.lua"
+        r = None
+        for _attempt in range(2):  # once more if wrk failed (or was killed by someone else's cleanup)
+            try:
+                run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
+                r = run_wrk(service.url, script, 16, seconds, {**env, "QUERY": kind})
+                break
+            except (subprocess.CalledProcessError, KeyError, AttributeError) as exc:
+                print(f"  {name}: wrk failed: {exc!r}", file=sys.stderr)
+        if r is None:  # a failed figure, not a failed run: the other sizes still count
+            figures[f"{name} p99 ms"] = figures[f"{name} req/s"] = float("nan")
+            continue
+        figures[f"{name} p99 ms"] = r.p99_ms
+        figures[f"{name} req/s"] = r.requests_per_second
+        errors += r.non_2xx + r.errors
+    return figures, errors
+
+
+def sweep_rate(dsn: str, prefix: str, overdue: int) -> float:
+    """Rows/s of one sweep pass (shipped batch and duty) over `overdue` messages planted past their deadline."""
+    asyncio.run(sweep_bench.seed(dsn, prefix, overdue))
+    resolved, took = asyncio.run(sweep_bench.sweep(dsn, DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY))
+    return resolved / took
+
+
+def measure(dsn: str, messages: int, args: argparse.Namespace, label: str) -> dict[str, float]:
+    service = Service(service_env(dsn))
     try:
-        result, wal = ingest(service, dsn, args.seconds)
-        figures["ingest req/s"] = result.requests_per_second
-        figures["ingest p99 ms"] = result.p99_ms
-        figures["WAL bytes / report"] = wal
-        errors = result.non_2xx + result.errors
-        env = {"MESSAGES": str(messages), "DAYS": str(days), "CAMPAIGNS": str(CAMPAIGNS_PER_DAY)}
-        for kind, name in [("one", "by id"), ("page", "list page"), ("campaign", "campaign stats")]:
-            script = HERE / "growth_reads.lua"
-            r = None
-            for _attempt in range(2):  # once more if wrk failed (or was killed by someone else's cleanup)
-                try:
-                    run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
-                    r = run_wrk(service.url, script, 16, args.seconds, {**env, "QUERY": kind})
-                    break
-                except (subprocess.CalledProcessError, KeyError, AttributeError) as exc:
-                    print(f"  {name}: wrk failed: {exc!r}", file=sys.stderr)
-            if r is None:  # a failed figure, not a failed run: the other sizes still count
-                figures[f"{name} p99 ms"] = figures[f"{name} req/s"] = float("nan")
-                continue
-            figures[f"{name} p99 ms"] = r.p99_ms
-            figures[f"{name} req/s"] = r.requests_per_second
-            errors += r.non_2xx + r.errors
-        figures["non-2xx + socket errors"] = errors
+        figures, errors = ingest_figures(service, dsn, args.seconds)
+        reads, read_errors = read_figures(service, messages, args.seconds)
+        figures |= reads
+        figures["non-2xx + socket errors"] = errors + read_errors
     finally:
         service.stop()
-    asyncio.run(sweep_bench.seed(dsn, f"o{label}-", args.overdue))
-    resolved, took = asyncio.run(sweep_bench.sweep(dsn, DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY))
-    figures["sweep rows/s"] = resolved / took
+    figures["sweep rows/s"] = sweep_rate(dsn, f"o{label}-", args.overdue)
     stored, sizes = asyncio.run(disk(dsn))
     figures["disk bytes / message"] = sum(h + i for h, i in sizes.values()) / stored
     for name, (heap, indexes) in sizes.items():

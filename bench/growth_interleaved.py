@@ -18,15 +18,10 @@ import asyncio
 import statistics
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from bench import sweep as sweep_bench
-from bench.growth import CAMPAIGNS_PER_DAY, PER_DAY, grow, ingest
-from bench.harness import Service, database_server, fresh_database, run_wrk, table
-from service.config import DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY
+from bench.growth import PER_DAY, READS, grow, ingest_figures, read_figures, service_env, sweep_rate
+from bench.harness import Service, database_server, fresh_database, table
 
-HERE = Path(__file__).resolve().parent
-READS = [("one", "by id"), ("page", "list page"), ("campaign", "campaign stats")]
 FIGURES = (
     ["ingest req/s", "ingest p99 ms", "WAL bytes / report"]
     + [f"{name} {what}" for _, name in READS for what in ("p99 ms", "req/s")]
@@ -52,27 +47,12 @@ def main() -> None:
                 dsn = fresh_database(server)
                 took = asyncio.run(grow(dsn, 0, size, first_sent))
                 print(f"{label}: seeded in {took:.0f} s", file=sys.stderr)
-                env = {"DATABASE_URL": dsn, "DLR_SWEEP_INTERVAL": "86400", "DLR_CAMPAIGN_STATS_TTL": "0"}
-                services.append((label, size, dsn, Service(env)))
+                services.append((label, size, dsn, Service(service_env(dsn))))
             for round_ in range(args.rounds):
                 for label, size, dsn, service in services:
-                    measured: dict[str, float] = {}
-                    result, wal = ingest(service, dsn, args.seconds)
-                    measured.update(
-                        {"ingest req/s": result.requests_per_second, "ingest p99 ms": result.p99_ms,
-                         "WAL bytes / report": wal}
-                    )  # fmt: skip
-                    days = max(1, -(-size // PER_DAY))
-                    env = {"MESSAGES": str(size), "DAYS": str(days), "CAMPAIGNS": str(CAMPAIGNS_PER_DAY)}
-                    for kind, name in READS:
-                        script = HERE / "growth_reads.lua"
-                        run_wrk(service.url, script, 16, 2, {**env, "QUERY": kind})  # warm-up
-                        r = run_wrk(service.url, script, 16, args.seconds, {**env, "QUERY": kind})
-                        measured[f"{name} p99 ms"] = r.p99_ms
-                        measured[f"{name} req/s"] = r.requests_per_second
-                    asyncio.run(sweep_bench.seed(dsn, f"o{label}r{round_}-", args.overdue))
-                    resolved, took = asyncio.run(sweep_bench.sweep(dsn, DEFAULT_SWEEP_BATCH, DEFAULT_SWEEP_DUTY))
-                    measured["sweep rows/s"] = resolved / took
+                    measured, _ = ingest_figures(service, dsn, args.seconds)
+                    measured |= read_figures(service, size, args.seconds)[0]
+                    measured["sweep rows/s"] = sweep_rate(dsn, f"o{label}r{round_}-", args.overdue)
                     for figure, value in measured.items():
                         figures.setdefault((figure, label), []).append(value)
                     shown = ", ".join(f"{figure} {value:,.1f}" for figure, value in measured.items())
