@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -71,7 +72,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             "max": max(latencies) if latencies else None,
         }
         # ?since=&before= (epoch seconds): how many distinct events of that time have arrived.
-        query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+        query = dict(parse_qsl(scope["query_string"].decode()))
         if "since" in query and "before" in query:
             since, before = float(query["since"]), float(query["before"])
             stats["unique_between"] = sum(1 for t in sent_at.values() if since <= t < before)

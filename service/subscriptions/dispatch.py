@@ -90,7 +90,7 @@ class SubscriptionDispatcher:
         self._in_flight: Counter[int] = Counter()
         self._reserved: Counter[int] = Counter()  # room the fan-out is claiming, not started yet
         # Claimed deliveries waiting for a free slot, per subscription, with when their lease ends (monotonic).
-        self._ready: defaultdict[int, deque[tuple[float, asyncpg.Record]]] = defaultdict(deque)
+        self._ready: dict[int, deque[tuple[float, asyncpg.Record]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -217,13 +217,14 @@ class SubscriptionDispatcher:
             self._start_ready(subscription_id)  # first what is claimed already (and drop what is too late)
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
             for subscription_id in await store.subscriptions_due(conn):
-                wanted = 2 * per_subscription - self._in_flight[subscription_id] - len(self._ready[subscription_id])
+                ready = self._ready.get(subscription_id, ())
+                wanted = 2 * per_subscription - self._in_flight[subscription_id] - len(ready)
                 wanted = min(wanted, 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting())
                 if wanted <= 0:
                     continue
                 lease_ends = time.monotonic() + self._lease
                 rows = await store.claim_due(conn, subscription_id, wanted, self._lease)
-                self._ready[subscription_id].extend((lease_ends, row) for row in rows)
+                self._ready.setdefault(subscription_id, deque()).extend((lease_ends, row) for row in rows)
                 self._start_ready(subscription_id)
                 claimed += len(rows)
         return claimed
