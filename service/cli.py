@@ -40,7 +40,7 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url is not None:
         yield settings.database_url.reveal()
         return
-    with EmbeddedPostgres(settings.data_dir) as dsn:
+    with EmbeddedPostgres(settings.data_dir, settings.embedded_shared_buffers_mb) as dsn:
         yield dsn
 
 
@@ -65,8 +65,10 @@ def serve(settings: Settings) -> None:
         os.environ[metrics.MULTIPROC_DIR] = str(shared)
     with database_url(settings) as dsn:
         database.migrate(dsn)
-        # Workers build their own app from the environment; they must find the same database.
+        # Workers build their own app from the environment; they must find the same database (the embedded
+        # server's size is this process's business: beside DATABASE_URL the setting would stop their start).
         os.environ["DATABASE_URL"] = dsn
+        os.environ.pop("DLR_EMBEDDED_SHARED_BUFFERS", None)
         dispatcher = None
         if own_dispatcher:
             # Deliveries in a process of their own: their HTTP calls and signing never share the GIL with ingest.

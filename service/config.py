@@ -61,6 +61,17 @@ def parse_duration(text: str) -> float | None:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_SIZE = re.compile(r"^([0-9]{1,7})(MB|GB)$")
+
+
+def parse_size_mb(text: str) -> int | None:
+    """`512MB`, `4GB` -> megabytes (PostgreSQL's spelling of the units); None for anything else."""
+    match = _SIZE.match(text.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2) == "GB" else 1)
+
+
 _SCHEDULE_STEP = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,3})?$")
 MAX_SCHEDULE_STEP = 7 * 86400.0
 MAX_SCHEDULE_ATTEMPTS = 50
@@ -106,6 +117,7 @@ DEFAULT_TASK_BATCH = 500
 class Settings:
     database_url: Secret | None = None
     data_dir: Path = Path(".dlr-tracker")
+    embedded_shared_buffers_mb: int | None = None  # None: chosen from the machine's memory
     host: str = "127.0.0.1"
     port: int = 8080
     lifetime: int = 86400
@@ -219,6 +231,20 @@ class Settings:
         database_url = text("DATABASE_URL")
         token = text("DLR_WEBHOOK_TOKEN")
 
+        def shared_buffers(name: str) -> int | None:
+            raw = text(name, "auto") or "auto"
+            if database_url is not None and raw != "auto":
+                # Silently unused, it would promise a cache the server does not have.
+                raise SettingsError(f"{name} sizes the embedded server; with DATABASE_URL set, size your own server")
+            if raw == "auto":
+                return None
+            size = parse_size_mb(raw)
+            if size is None or not 16 <= size <= 1024 * 1024:
+                raise SettingsError(
+                    f"{name} must be auto, or a size from 16MB to 1024GB such as 512MB or 4GB, got {raw!r}"
+                )
+            return size
+
         def per_dialect(prefix: str) -> dict[str, Secret]:
             # A misspelt dialect (`..._TWILLIO`) would leave the real one unauthenticated without a word:
             # stop instead. Lazy: the dialects import modules that import this one.
@@ -251,6 +277,7 @@ class Settings:
         return cls(
             database_url=Secret(database_url) if database_url else None,
             data_dir=Path(text("DLR_DATA_DIR", ".dlr-tracker") or ".dlr-tracker"),
+            embedded_shared_buffers_mb=shared_buffers("DLR_EMBEDDED_SHARED_BUFFERS"),
             host=text("HOST", "127.0.0.1") or "127.0.0.1",
             port=int(number("PORT", 8080, int, 0, 65535)),
             lifetime=int(number("DLR_LIFETIME", 86400, int, 1, 10 * 86400)),

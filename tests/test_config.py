@@ -63,12 +63,34 @@ def test_values_tokens_and_secrets_are_read() -> None:
         ("DLR_WEBHOOK_SECRET", "not-a-whsec", "DLR_WEBHOOK_SECRET must be a Standard Webhooks secret"),
         ("DLR_PUBLIC_URL", "dlr.example.com", "DLR_PUBLIC_URL must start with"),
         ("DLR_GROUP_COMMIT", "maybe", "DLR_GROUP_COMMIT must be one of"),
+        ("DLR_EMBEDDED_SHARED_BUFFERS", "4G", "DLR_EMBEDDED_SHARED_BUFFERS must be auto, or a size"),
+        ("DLR_EMBEDDED_SHARED_BUFFERS", "512mb", "DLR_EMBEDDED_SHARED_BUFFERS must be auto, or a size"),
+        ("DLR_EMBEDDED_SHARED_BUFFERS", "8MB", "DLR_EMBEDDED_SHARED_BUFFERS must be auto, or a size"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, words: str) -> None:
     """A malformed value stops the service with a message that names the variable."""
     with pytest.raises(SettingsError, match=words):
         Settings.from_env({name: value}, env_file=None)
+
+
+def test_the_embedded_servers_buffers_are_auto_or_a_size() -> None:
+    """Unset or `auto`: chosen from the machine at start (None here); otherwise megabytes, as PostgreSQL spells it."""
+    read = [Settings.from_env(env, env_file=None).embedded_shared_buffers_mb for env in (
+        {}, {"DLR_EMBEDDED_SHARED_BUFFERS": "auto"}, {"DLR_EMBEDDED_SHARED_BUFFERS": "512MB"},
+        {"DLR_EMBEDDED_SHARED_BUFFERS": "4GB"},
+    )]  # fmt: skip
+    assert read == [None, None, 512, 4096]
+
+
+def test_embedded_buffers_beside_a_database_url_stop_the_start() -> None:
+    """The setting sizes only the embedded server: beside DATABASE_URL it would do nothing, so it is refused."""
+    env = {"DATABASE_URL": "postgresql://u:p@db/x", "DLR_EMBEDDED_SHARED_BUFFERS": "4GB"}
+    with pytest.raises(
+        SettingsError, match=r"^DLR_EMBEDDED_SHARED_BUFFERS sizes the embedded server; with DATABASE_URL"
+    ):
+        Settings.from_env(env, env_file=None)
+    assert Settings.from_env({**env, "DLR_EMBEDDED_SHARED_BUFFERS": "auto"}, env_file=None).database_url is not None
 
 
 def test_env_file_adds_to_the_environment(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import subprocess
@@ -50,6 +51,37 @@ def test_embedded_server_lives_and_dies_with_the_service(tmp_path: Path) -> None
         assert httpx2.get(f"{again.url}/messages/kept").json()["data"]["status"] == "DELIVRD"
     finally:
         assert again.stop() == 0, again.output()
+
+
+async def embedded_buffers_mb(pgdata: Path) -> int:
+    """shared_buffers of the embedded server running on `pgdata`, through its socket (postmaster.pid names it)."""
+    import asyncpg
+
+    lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    conn = await asyncpg.connect(host=lines[4], port=int(lines[3]), user="postgres", database="postgres")
+    try:
+        pages = await conn.fetchval("SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'")
+        return int(pages * int(await conn.fetchval("SHOW block_size")) // (1024 * 1024))
+    finally:
+        await conn.close()
+
+
+def test_the_embedded_servers_buffers_follow_the_setting_at_each_start(tmp_path: Path) -> None:
+    """DLR_EMBEDDED_SHARED_BUFFERS sizes the embedded server's buffers from its first start (a new data
+    directory), and a changed value applies at the next start of the same directory; `auto` is a quarter of
+    the machine's memory, at least PostgreSQL's own 128 MB."""
+    data_dir = tmp_path / "data"
+    seen = []
+    for value in ("200MB", "160MB", "auto"):
+        service = ServiceProcess(tmp_path, env={"DLR_DATA_DIR": str(data_dir), "DLR_EMBEDDED_SHARED_BUFFERS": value})
+        try:
+            service.wait_ready()
+            seen.append(asyncio.run(embedded_buffers_mb(data_dir / "pgdata")))
+        finally:
+            assert service.stop() == 0, service.output()
+    quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (4 * 1024 * 1024)
+    assert seen[:2] == [200, 160]
+    assert 128 <= seen[2] <= max(128, quarter), seen
 
 
 def first_env(env: dict[str, str]) -> dict[str, str]:
