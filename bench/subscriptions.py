@@ -1,18 +1,20 @@
 """Subscriptions benchmark: what one subscription costs ingest, and whether its deliveries keep up.
 
     python -m bench.subscriptions [--seconds 10] [--connections 64] [--rate 1000] [--outage 300]
-                                  [--dispatch process|on]
+                                  [--dispatch process|on] [--rounds 1] [--phases flat,steady,outage]
 
 One service (one worker; deliveries made by the dispatching process `serve` starts, or with `--dispatch on`
 in the serving process itself) and one subscriber on loopback (bench/webhook_sink.py under uvicorn,
 answering 204 at once; it stands in for another host: at nice 19, and at 0 after the outage, so that it
 neither takes CPU from ingest nor is starved by it), in one run:
-1. ingest flat out with no subscription, then with one: req/s of each and the ratio (goal >= 0.8);
+1. ingest flat out with no subscription, then with one: req/s of each and the ratio (goal >= 0.8), and
+   PostgreSQL's WAL bytes and CPU per report in each; --rounds pairs, each with a new subscription (deleted
+   after its deliveries arrived), medians;
 2. the deliveries of that run: per second, and how long after wrk stopped the last one arrived (the dispatcher
    keeps up when that is near zero);
-3. a steady load of about --rate reports/s: the time from each event (its report's receipt) to its delivery,
+3. a steady load of about --rate reports/s (a new subscription): the time from each event (its report's receipt) to its delivery,
    p50 / p99 (goal p99 < 1 s);
-4. the subscriber down for --outage seconds under the steady load, then up, the load going on: how long until
+4. a new subscription, its subscriber down for --outage seconds under the steady load, then up, the load going on: how long until
    every event committed before it came back has been delivered (goal < 2 minutes for a 5-minute outage).
 Each report here makes one event (a new message delivered at once), so deliveries = reports.
 """
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -35,8 +38,8 @@ import psutil
 
 from bench.harness import (
     BackgroundLoad,
+    ServerCost,
     Service,
-    WrkResult,
     database_server,
     free_port,
     fresh_database,
@@ -127,10 +130,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=float, default=1000, help="the steady load, reports/s in all")
     parser.add_argument("--outage", type=float, default=300, help="seconds the subscriber is down")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the flat-out pair (without, with)")
+    parser.add_argument("--phases", default="flat,steady,outage", help="which of flat, steady, outage to run")
     parser.add_argument(
         "--dispatch", choices=("process", "on"), default="process", help="DLR_SUBSCRIPTION_DISPATCH of the service"
     )
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases <= {"flat", "steady", "outage"}:
+        parser.error("--phases: a comma-separated choice of flat, steady, outage")
     # Stopped early (kill, timeout): still stop the service, the sink and the load on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     script = HERE / "ingest_unique.lua"
@@ -146,102 +154,188 @@ def main() -> None:
         )
         try:
             run_wrk(service.url, script, args.connections, 2, env={"RUN": "warm"})
-            serving_before = cpu_seconds(service, dispatching=False)
-            without = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "without"})
-            serving_cpu = cpu_seconds(service, dispatching=False) - serving_before
-            created = httpx2.post(f"{service.url}/subscriptions", json={"url": sink.url + "/hook"}, timeout=10)
-            if created.json()["code"] != 0:
-                raise SystemExit(f"could not subscribe: {created.text}")
-            time.sleep(1)
-            started = time.time()
-            dispatch_before = cpu_seconds(service, dispatching=True)
-            with_one = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "with"})
-            ended = time.time()
-            expected = events_since(dsn, started - 0.5)
-            at_stop = sink.stats()["unique"]
-            late = drained(sink, expected, 600)
-            delivered = sink.stats()["unique"]
-            dispatch_cpu = cpu_seconds(service, dispatching=True) - dispatch_before
-            show(
-                rows,
-                [
-                    ["ingest flat out, no subscription: req/s (p99 ms)", _rate(without)],
-                    ["ingest flat out, one subscription: req/s (p99 ms)", _rate(with_one)],
-                    ["**with / without** (goal >= 0.8)", with_one.requests_per_second / without.requests_per_second],
-                    ["deliveries of that run / events committed", f"{delivered:,.0f} / {expected:,}"],
-                    ["deliveries per second (events / (run + drain))", expected / (ended - started + (late or 0))],
-                    ["last delivery after wrk stopped, s", "not in 600 s" if late is None else f"{late:.1f}"],
-                    [
-                        "deliveries per second once wrk stopped (the backlog left / its drain time)",
-                        "-" if not late else f"{(expected - at_stop) / late:,.0f}",
-                    ],
-                    ["serving processes' CPU per report, flat out (us)", f"{serving_cpu / without.requests * 1e6:.0f}"],
-                    [
-                        "dispatching process's CPU per delivery (us; --dispatch process only)",
-                        f"{dispatch_cpu / max(1, expected) * 1e6:,.0f}" if args.dispatch == "process" else "-",
-                    ],
-                ],
-            )
-
-            sink.reset()
-            steady_started = time.time()
-            steady_env = {**paced, "RUN": "steady"}
-            steady = run_wrk(service.url, script, paced_connections, max(args.seconds, 20), env=steady_env)
-            expected = events_since(dsn, steady_started)
-            drained(sink, expected, 120)
-            stats = sink.stats()
-            show(
-                rows,
-                [
-                    ["steady load: reports/s", steady.requests_per_second],
-                    [
-                        "steady load: event to delivery p50 / p99 / max, s (goal p99 < 1)",
-                        f"{stats['p50']:.3f} / {stats['p99']:.3f} / {stats['max']:.3f}",
-                    ],
-                ],
-            )
-
-            sink.stop()
-            outage_started = time.time()
-            load = BackgroundLoad(service.url, script, paced_connections, {**paced, "RUN": "outage"}, settle=0)
-            try:
-                time.sleep(args.outage)
-                queued = events_since(dsn, outage_started)
-                sink.niceness = 0
-                sink.start()  # a new process: it starts empty
-                back, back_at = time.monotonic(), time.time()
-                time.sleep(1)  # the reports received before `back_at` have committed
-                expected = events_between(dsn, outage_started, back_at)
-                took = None
-                # The sink restarted empty: every event of the outage arrives at it (and is counted by the time
-                # its body carries), none is lost in the stop.
-                while time.monotonic() - back < 1800:
-                    if sink.stats(outage_started, back_at)["unique_between"] >= expected:
-                        took = time.monotonic() - back
-                        break
-                    time.sleep(0.5)
-            finally:
-                load.stop()
-            show(
-                rows,
-                [
-                    [f"subscriber down {args.outage:.0f} s under the steady load: events queued", f"{queued:,}"],
-                    [
-                        "every event of the outage delivered after it came back, s (load on; goal < 120 for 300 s)",
-                        "not in 1800 s" if took is None else f"{took:.1f}",
-                    ],
-                ],
-            )
+            if "flat" in phases:
+                flat = [flat_round(service, dsn, sink, script, args, f"r{i}") for i in range(args.rounds)]
+                show(rows, flat_rows(flat, args))
+            if "steady" in phases:
+                steady_phase(service, dsn, sink, script, paced_connections, paced, args, rows)
+            if "outage" in phases:
+                outage_phase(service, dsn, sink, script, paced_connections, paced, args, rows)
         finally:
             service.stop()
             sink.stop()
     print()
     print(table(["measure", "value"], rows))
     print(
-        f"\n{args.connections} connections flat out; the steady load {paced_connections} connections offering"
-        f" {args.rate:.0f} reports/s on a schedule; one service worker, deliveries:"
-        f" DLR_SUBSCRIPTION_DISPATCH={args.dispatch}, one subscriber, 2 cores"
+        f"\n{args.connections} connections flat out ({args.rounds} rounds: medians); the steady load"
+        f" {paced_connections} connections offering {args.rate:.0f} reports/s on a schedule; one service worker,"
+        f" deliveries: DLR_SUBSCRIPTION_DISPATCH={args.dispatch}, one subscriber, 2 cores"
     )
+
+
+def flat_round(
+    service: Service, dsn: str, sink: Sink, script: Path, args: argparse.Namespace, run: str
+) -> dict[str, float]:
+    """Ingest flat out without a subscription, then with a new one (it starts at the feed's present), its
+    deliveries drained, then the subscription deleted: one round's figures."""
+    serving_before = cpu_seconds(service, dispatching=False)
+    cost = ServerCost(dsn)
+    without = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": f"{run}-without"})
+    wal_without, _, server_without = cost.per(without.requests)
+    serving_cpu = cpu_seconds(service, dispatching=False) - serving_before
+    subscription = subscribe(service, sink)
+    sink.reset()
+    time.sleep(1)
+    started = time.time()
+    dispatch_before = cpu_seconds(service, dispatching=True)
+    cost = ServerCost(dsn)
+    with_one = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": f"{run}-with"})
+    ended = time.time()
+    expected = events_since(dsn, started - 0.5)
+    at_stop = sink.stats()["unique"]
+    late = drained(sink, expected, 600)
+    wal_with, _, server_with = cost.per(with_one.requests)
+    delivered = sink.stats()["unique"]
+    dispatch_cpu = cpu_seconds(service, dispatching=True) - dispatch_before
+    httpx2.delete(f"{service.url}/subscriptions/{subscription}", timeout=10)
+    figures = {
+        "without": without.requests_per_second,
+        "without p99": without.p99_ms,
+        "with": with_one.requests_per_second,
+        "with p99": with_one.p99_ms,
+        "ratio": with_one.requests_per_second / without.requests_per_second,
+        "delivered": delivered,
+        "expected": expected,
+        "per second": expected / (ended - started + (late or 0)),
+        "late": float("nan") if late is None else late,
+        "after stop": float("nan") if not late else (expected - at_stop) / late,
+        "serving cpu": serving_cpu / without.requests * 1e6,
+        "dispatch cpu": dispatch_cpu / max(1, expected) * 1e6,
+        "wal without": wal_without,
+        "wal with": wal_with,
+        "server cpu without": server_without,
+        "server cpu with": server_with,
+    }
+    print(f"flat round {run}: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()), flush=True)
+    return figures
+
+
+def flat_rows(rounds: list[dict[str, float]], args: argparse.Namespace) -> list[list[object]]:
+    def median(name: str) -> float:
+        return statistics.median(r[name] for r in rounds)
+
+    def each(name: str, form: str = "{:,.2f}") -> str:
+        return ", ".join(form.format(r[name]) for r in rounds)
+
+    return [
+        ["ingest flat out, no subscription: req/s (p99 ms)", f"{median('without'):,.0f} ({median('without p99'):.1f})"],
+        ["ingest flat out, one subscription: req/s (p99 ms)", f"{median('with'):,.0f} ({median('with p99'):.1f})"],
+        ["**with / without** (goal >= 0.8): median (each round)", f"{median('ratio'):.2f} ({each('ratio')})"],
+        [
+            "deliveries of each run / events committed",
+            ", ".join(f"{r['delivered']:,.0f} / {r['expected']:,.0f}" for r in rounds),
+        ],
+        ["deliveries per second (events / (run + drain))", f"{median('per second'):,.0f}"],
+        ["last delivery after wrk stopped, s", each("late", "{:.1f}")],
+        ["deliveries per second once wrk stopped (the backlog left / its drain time)", f"{median('after stop'):,.0f}"],
+        ["serving processes' CPU per report, flat out without a subscription (us)", f"{median('serving cpu'):.0f}"],
+        [
+            "dispatching process's CPU per delivery (us; --dispatch process only)",
+            f"{median('dispatch cpu'):,.0f}" if args.dispatch == "process" else "-",
+        ],
+        [
+            "PostgreSQL per report, without / with (run and drain): WAL bytes",
+            f"{median('wal without'):,.0f} / {median('wal with'):,.0f}",
+        ],
+        [
+            "PostgreSQL per report, without / with (run and drain): server CPU us",
+            f"{median('server cpu without'):,.0f} / {median('server cpu with'):,.0f}",
+        ],
+    ]
+
+
+def steady_phase(
+    service: Service,
+    dsn: str,
+    sink: Sink,
+    script: Path,
+    connections: int,
+    paced: dict[str, str],
+    args: argparse.Namespace,
+    rows: list[list[object]],
+) -> None:
+    """A steady load with a new subscription: event-to-delivery latency."""
+    subscription = subscribe(service, sink)
+    sink.reset()
+    steady_started = time.time()
+    steady = run_wrk(service.url, script, connections, max(args.seconds, 20), env={**paced, "RUN": "steady"})
+    expected = events_since(dsn, steady_started)
+    drained(sink, expected, 120)
+    stats = sink.stats()
+    httpx2.delete(f"{service.url}/subscriptions/{subscription}", timeout=10)
+    show(
+        rows,
+        [
+            ["steady load: reports/s", steady.requests_per_second],
+            [
+                "steady load: event to delivery p50 / p99 / max, s (goal p99 < 1)",
+                f"{stats['p50']:.3f} / {stats['p99']:.3f} / {stats['max']:.3f}",
+            ],
+        ],
+    )
+
+
+def outage_phase(
+    service: Service,
+    dsn: str,
+    sink: Sink,
+    script: Path,
+    connections: int,
+    paced: dict[str, str],
+    args: argparse.Namespace,
+    rows: list[list[object]],
+) -> None:
+    """The subscriber down for --outage seconds under the steady load, then up, the load going on."""
+    subscribe(service, sink)
+    time.sleep(1)
+    sink.stop()
+    outage_started = time.time()
+    load = BackgroundLoad(service.url, script, connections, {**paced, "RUN": "outage"}, settle=0)
+    try:
+        time.sleep(args.outage)
+        queued = events_since(dsn, outage_started)
+        sink.niceness = 0
+        sink.start()  # a new process: it starts empty
+        back, back_at = time.monotonic(), time.time()
+        time.sleep(1)  # the reports received before `back_at` have committed
+        expected = events_between(dsn, outage_started, back_at)
+        took = None
+        # The sink restarted empty: every event of the outage arrives at it (and is counted by the time its body
+        # carries), none is lost in the stop.
+        while time.monotonic() - back < 1800:
+            if sink.stats(outage_started, back_at)["unique_between"] >= expected:
+                took = time.monotonic() - back
+                break
+            time.sleep(0.5)
+    finally:
+        load.stop()
+    show(
+        rows,
+        [
+            [f"subscriber down {args.outage:.0f} s under the steady load: events queued", f"{queued:,}"],
+            [
+                "every event of the outage delivered after it came back, s (load on; goal < 120 for 300 s)",
+                "not in 1800 s" if took is None else f"{took:.1f}",
+            ],
+        ],
+    )
+
+
+def subscribe(service: Service, sink: Sink) -> int:
+    created = httpx2.post(f"{service.url}/subscriptions", json={"url": sink.url + "/hook"}, timeout=10)
+    if created.json()["code"] != 0:
+        raise SystemExit(f"could not subscribe: {created.text}")
+    return int(created.json()["data"]["id"])
 
 
 def cpu_seconds(service: Service, *, dispatching: bool) -> float:
@@ -261,10 +355,6 @@ def show(rows: list[list[object]], new: list[list[object]]) -> None:
     rows += new
     for name, value in new:
         print(f"{name}: {value}", flush=True)
-
-
-def _rate(result: WrkResult) -> str:
-    return f"{result.requests_per_second:,.0f} ({result.p99_ms:.1f})"
 
 
 if __name__ == "__main__":
