@@ -158,6 +158,7 @@ class SubscriptionDispatcher:
         claimed: list[asyncpg.Record] = []
         first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
+            await store.commit_without_flush(conn)
             for sub in await store.claim_for_fanout(conn):
                 cursor = Cursor(int(sub["cursor_tx"]), sub["cursor_position"])
                 try:

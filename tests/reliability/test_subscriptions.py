@@ -1,6 +1,6 @@
 """Subscriptions across real processes: two `dlr-tracker serve` on one database deliver each event (duplicates
-rare and counted), and a `kill -9` mid-delivery loses nothing once a process runs again (at least once); with
-deliveries in every serving process and in a dispatching process `serve` starts."""
+rare and counted), and a `kill -9` mid-delivery, or a database crash, loses nothing once a process runs again (at
+least once); with deliveries in every serving process and in a dispatching process `serve` starts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 
 from service import database
 from tests.processes import ServiceProcess
+from tests.reliability.postgres_server import StoppablePostgres
 from tests.webhook_receiver import Answer, Receiver, receiving
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -117,6 +118,34 @@ def test_kill_9_mid_delivery_loses_nothing(tmp_path: Path, fresh_database: Any, 
             assert set(ids) == wanted
         finally:
             second.stop()
+
+
+def test_a_database_crash_mid_delivery_loses_no_event(tmp_path: Path) -> None:
+    """The dispatcher's own commits do not wait for the WAL flush (store.commit_without_flush): PostgreSQL
+    stopped at once (as in a crash: what was not flushed is gone) while deliveries are in flight, then started
+    again; every event committed before the crash still reaches the receiver, verified (duplicates allowed)."""
+    with StoppablePostgres(tmp_path / "pg") as pg:
+        database.migrate(pg.dsn)
+        env = {"DATABASE_URL": pg.dsn, "DLR_DB_TIMEOUT": "2", **FAST}
+        with receiving(lambda n: Answer(200, delay=0.2)) as receiver:
+            service = ServiceProcess(tmp_path, env=env, name="crash")
+            try:
+                service.wait_ready()
+                sub = httpx2.post(f"{service.url}/subscriptions", json={"url": receiver.url}).json()["data"]
+                for i in range(40):
+                    answer = httpx2.post(f"{service.url}/dlr/generic", json={"id": f"c-{i}", "status": "DELIVRD"})
+                    assert answer.status_code == 200
+                wanted = feed_ids(service.url)
+                assert len(wanted) == 40
+                receiver.wait_for(5)  # deliveries are being made and recorded
+                pg.down("immediate")
+                time.sleep(2)
+                pg.up()
+                ids = wait_for_all(receiver, sub["secret"], wanted, timeout=120)
+                print(f"\nRELIABILITY subscriptions database crash: events=40 deliveries={len(ids)}")
+                assert set(ids) == wanted
+            finally:
+                service.stop()
 
 
 def test_a_dispatch_process_of_its_own_delivers_and_shows_its_metrics(tmp_path: Path, fresh_database: Any) -> None:
