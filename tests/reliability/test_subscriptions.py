@@ -127,22 +127,23 @@ def test_a_database_crash_mid_delivery_loses_no_event(tmp_path: Path) -> None:
     with StoppablePostgres(tmp_path / "pg") as pg:
         database.migrate(pg.dsn)
         env = {"DATABASE_URL": pg.dsn, "DLR_DB_TIMEOUT": "2", **FAST}
-        with receiving(lambda n: Answer(200, delay=0.2)) as receiver:
+        # Each answer held half a second: at the crash, attempts are in flight and others are being recorded.
+        with receiving(lambda n: Answer(200, delay=0.5)) as receiver:
             service = ServiceProcess(tmp_path, env=env, name="crash")
             try:
                 service.wait_ready()
                 sub = httpx2.post(f"{service.url}/subscriptions", json={"url": receiver.url}).json()["data"]
-                for i in range(40):
-                    answer = httpx2.post(f"{service.url}/dlr/generic", json={"id": f"c-{i}", "status": "DELIVRD"})
-                    assert answer.status_code == 200
+                batch = [{"id": f"c-{i}", "status": "DELIVRD"} for i in range(100)]  # one request, one commit
+                assert httpx2.post(f"{service.url}/dlr/generic", json=batch).status_code == 200
                 wanted = feed_ids(service.url)
-                assert len(wanted) == 40
-                receiver.wait_for(5)  # deliveries are being made and recorded
+                assert len(wanted) == 100
+                receiver.wait_for(40)  # the first attempts answered, being recorded; more in flight
                 pg.down("immediate")
                 time.sleep(2)
                 pg.up()
                 ids = wait_for_all(receiver, sub["secret"], wanted, timeout=120)
-                print(f"\nRELIABILITY subscriptions database crash: events=40 deliveries={len(ids)}")
+                duplicates = len(ids) - len(set(ids))
+                print(f"\nRELIABILITY subscriptions database crash: events=100 duplicates={duplicates}")
                 assert set(ids) == wanted
             finally:
                 service.stop()
