@@ -199,25 +199,23 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
     """Up to `limit` due deliveries of one subscription, leased: their next attempt is pushed `lease` seconds
     on, so that no other process takes them while this one tries, and any process does once the lease has
     passed without a result (this one died)."""
-    async with conn.transaction():
-        await commit_without_flush(conn)
-        return await conn.fetch(
-            f"""
-            WITH due AS (
-                SELECT id FROM deliveries
-                WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at LIMIT $2
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE deliveries AS d SET next_attempt_at = now() + make_interval(secs => $3)
-            FROM due, subscriptions AS s
-            WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
-            RETURNING {_CLAIMED}
-            """,
-            subscription_id,
-            limit,
-            lease,
+    return await conn.fetch(
+        f"""
+        WITH due AS (
+            SELECT id FROM deliveries
+            WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now()
+            ORDER BY next_attempt_at LIMIT $2
+            FOR UPDATE SKIP LOCKED
         )
+        UPDATE deliveries AS d SET next_attempt_at = now() + make_interval(secs => $3)
+        FROM due, subscriptions AS s
+        WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
+        RETURNING {_CLAIMED}
+        """,
+        subscription_id,
+        limit,
+        lease,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,10 @@ Three steps, each safe with any number of processes:
 
 1. Fan-out: the enabled subscriptions are locked with SKIP LOCKED, each one's feed after its cursor is read
    gap-free (store/events.read_page), the events its filter matches become pending deliveries, and its cursor
-   moves, all in one transaction: an event is queued once, or not at all and read again. The first attempts
-   there is room for are claimed as they are queued, and started once the transaction has committed.
+   moves, all in one transaction: an event is queued once, or not at all and read again. As many as this
+   process may hold (step 2's window) are claimed as they are queued, and started once the transaction has
+   committed, as far as there is room: a delivery the dispatcher keeps up with is written twice (queued and
+   claimed, then recorded), not three times.
 2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (their next attempt time
    pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
    once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
@@ -17,8 +19,9 @@ Three steps, each safe with any number of processes:
    the previous batch was being written (a pipeline: attempts go on while their results are recorded).
    A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
 
-Each step is a loop of its own: the fan-out every `POLL_SECONDS`; the claimer whenever an attempt ends, the
-fan-out queued more than it could start, or `POLL_SECONDS` passed; the recorder whenever attempts ended. So
+Each step is a loop of its own: the fan-out every `POLL_SECONDS`; the claimer whenever an attempt ends while
+more may be due and its claims run low, the fan-out queued more than it could claim, or `POLL_SECONDS`
+passed; the recorder whenever attempts ended. So
 a fan-out transaction waiting on a busy database (as ingest's do) holds up neither a backlog's drain nor the
 recording. Ingest never waits on any of this: it writes its feed row as always. The fan-out is not woken by
 this process's commits (`ChangeSignal`): with that wake-up, schemathesis' ASGI run
@@ -96,8 +99,14 @@ class SubscriptionDispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._claimer: asyncio.Task[None] | None = None
-        # Set when the claimer should look again: an attempt ended, or the fan-out queued more than it started.
+        # Set when the claimer should look again: an attempt ended where more may be due, or the fan-out queued
+        # more than it started.
         self._claim_more = asyncio.Event()
+        # Subscriptions whose due deliveries may outnumber what this process has claimed: the fan-out queued more
+        # than it claimed, or a claim got all it asked for. Only their attempts wake the claimer: a wake is a
+        # round trip, and under a flat-out load (every first attempt claimed by the fan-out) it would find nothing.
+        self._maybe_due: set[int] = set()
+        self._looked_at = 0.0  # when the claimer last asked the database which subscriptions have any due
         self._metrics_at = 0.0
         self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
@@ -128,22 +137,23 @@ class SubscriptionDispatcher:
     # --- fan-out ---------------------------------------------------------------------------------------
 
     async def fan_out(self) -> bool:
-        """Queue the events each subscription has not read yet, one page each, and start the first attempts
-        the concurrency bounds have room for (claimed as they are queued); True when a page was full (there
-        may be more)."""
-        reserved: list[tuple[int, int]] = []  # (subscription, room) held for its claims
+        """Queue the events each subscription has not read yet, one page each, claiming as many as this process
+        may hold (`_window`) as they are queued, and start the attempts there is room for; True when a page was
+        full (there may be more). What it claims needs no second write to be claimed: under a load the
+        dispatcher keeps up with, every delivery is written twice (queued, recorded), not three times."""
+        reserved: list[tuple[int, int]] = []  # (subscription, claims) held in its window while it claims them
+        lease_ends = time.monotonic() + self._lease  # before the transaction: never later than the database's
         try:
             claimed, queued, full = await self._queue_new(reserved)
             # Only now that the claims are committed: an attempt must not be made for a delivery never queued.
             for row in claimed:
-                self._start(row)
+                self._ready.setdefault(row["subscription_id"], deque()).append((lease_ends, row))
         finally:
             for subscription_id, claim in reserved:
                 self._reserved[subscription_id] -= claim
             self._reserved += Counter()  # drops the zeros
-            for subscription_id, claim in reserved:
-                if claim:
-                    self._start_ready(subscription_id)  # what finished meanwhile left room the claims did not take
+            for subscription_id, _ in reserved:
+                self._start_ready(subscription_id)
         if queued > len(claimed):
             self._claim_more.set()
         if queued:
@@ -170,13 +180,15 @@ class SubscriptionDispatcher:
                 wanted = filter_from_json(orjson.loads(sub["filter"]))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
                 # A lease marks a claimed delivery only while it ends later than an unclaimed one is due.
-                claim = max(0, min(len(matching), self._room(sub["id"]))) if self._lease > first_wait else 0
-                # Held until the claims start after the commit, so that the claimer does not take it meanwhile.
+                claim = max(0, min(len(matching), self._window(sub["id"]))) if self._lease > first_wait else 0
+                # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
                 self._reserved[sub["id"]] += claim
                 reserved.append((sub["id"], claim))
                 claimed += await store.queue_deliveries(
                     conn, sub["id"], matching, first_wait, claim=claim, lease=self._lease
                 )
+                if len(matching) > claim:
+                    self._maybe_due.add(sub["id"])
                 if page.next_cursor != cursor:
                     await store.advance(conn, sub["id"], page.next_cursor)
                 queued += len(matching)
@@ -187,9 +199,17 @@ class SubscriptionDispatcher:
 
     def _room(self, subscription_id: int) -> int:
         """How many more attempts this process may start now for this subscription."""
-        free = self._settings.delivery_concurrency - len(self._tasks) - self._reserved.total()
-        mine = self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id]
-        return min(free, mine - self._reserved[subscription_id])
+        free = self._settings.delivery_concurrency - len(self._tasks)
+        return min(free, self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id])
+
+    def _window(self, subscription_id: int) -> int:
+        """How many more deliveries this process may claim now for this subscription: up to twice its concurrency
+        (in flight, claimed and waiting for a slot, or being claimed by the fan-out), and twice the process's
+        in all. Claims wait at most about one attempt's time for their slot, well inside their lease."""
+        waiting = len(self._ready.get(subscription_id, ())) + self._reserved[subscription_id]
+        mine = 2 * self._settings.delivery_concurrency_per_subscription - self._in_flight[subscription_id] - waiting
+        free = 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting() - self._reserved.total()
+        return min(free, mine)
 
     def _start(self, row: asyncpg.Record) -> None:
         self._in_flight[row["subscription_id"]] += 1
@@ -212,19 +232,29 @@ class SubscriptionDispatcher:
     async def dispatch_due(self) -> int:
         """Claim what is due and start an attempt for each, as far as the concurrency bounds allow; and up to
         as many again per subscription, kept ready for the slots its attempts free (`_start_ready`)."""
-        per_subscription = self._settings.delivery_concurrency_per_subscription
         claimed = 0
         for subscription_id in list(self._ready):
             self._start_ready(subscription_id)  # first what is claimed already (and drop what is too late)
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
-            for subscription_id in await store.subscriptions_due(conn):
-                ready = self._ready.get(subscription_id, ())
-                wanted = 2 * per_subscription - self._in_flight[subscription_id] - len(ready)
-                wanted = min(wanted, 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting())
+            if time.monotonic() - self._looked_at >= POLL_SECONDS:
+                # Retries come due with time: every poll asks which subscriptions have any.
+                self._looked_at = time.monotonic()
+                due = await store.subscriptions_due(conn)
+            else:
+                # Woken by an attempt's end or the fan-out: only where more is known to be waiting. The question
+                # costs more than a claim when the due index holds many just-claimed rows' old versions.
+                due = sorted(self._maybe_due)
+            for subscription_id in due:
+                wanted = self._window(subscription_id)
                 if wanted <= 0:
+                    self._maybe_due.add(subscription_id)
                     continue
                 lease_ends = time.monotonic() + self._lease
                 rows = await store.claim_due(conn, subscription_id, wanted, self._lease)
+                if len(rows) < wanted:
+                    self._maybe_due.discard(subscription_id)  # all that is due now is claimed
+                else:
+                    self._maybe_due.add(subscription_id)
                 self._ready.setdefault(subscription_id, deque()).extend((lease_ends, row) for row in rows)
                 self._start_ready(subscription_id)
                 claimed += len(rows)
@@ -292,7 +322,14 @@ class SubscriptionDispatcher:
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
             self._start_ready(subscription_id)
-            self._claim_more.set()
+            # Claim more once the claims waiting here run low (a batch, not a round trip per attempt); the poll
+            # every POLL_SECONDS finds the rest (retries coming due).
+            ready = len(self._ready.get(subscription_id, ()))
+            if (
+                subscription_id in self._maybe_due
+                and ready <= self._settings.delivery_concurrency_per_subscription // 2
+            ):
+                self._claim_more.set()
 
     # --- recording -------------------------------------------------------------------------------------
 
@@ -320,6 +357,8 @@ class SubscriptionDispatcher:
                     pulled = await store.retry_now(conn, subscription_id, self._lease)
                     if pulled:
                         logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
+                        self._maybe_due.add(subscription_id)
+                        self._claim_more.set()
         except Exception as exc:
             # Not recorded: their leases run out and they are tried again (at least once).
             if is_unavailable(exc):
