@@ -305,6 +305,29 @@ def test_once_a_receiver_answers_again_its_backed_off_retries_are_due_at_once(fa
             assert ids == ["back", *[f"o{i}" for i in range(5)]]
 
 
+def test_after_a_long_outage_every_backed_off_retry_is_due_at_once(fast: Settings) -> None:
+    """As above with more waiting deliveries than one step of `retry_now` makes due (2,100: three steps): all
+    of them arrive at once, not in 300 s. (One statement over a long outage's backlog used to outlast the
+    statement timeout, and the retries kept their schedule.)"""
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0))
+    port = free_port()
+    with TestClient(create_app(patient)) as client:
+        sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
+        for start in range(0, 2100, 700):
+            reports = [{"id": f"l{i}", "status": "ACCEPTD"} for i in range(start, start + 700)]
+            assert client.post("/dlr/generic", json=reports).status_code == 200
+
+        def refused_twice() -> bool:
+            waiting = deliveries(client, sub["id"], state="pending", limit=1000)
+            return len(waiting) == 1000 and all(len(d["attempts"]) >= 2 for d in waiting)
+
+        assert wait_until(refused_twice, timeout=60)
+        with receiving(port=port) as receiver:
+            client.post("/dlr/generic", json={"id": "back", "status": "ACCEPTD"})
+            got = receiver.wait_for(2101, timeout=60)
+            assert {verified(sub["secret"], r)["data"]["id"] for r in got} == {"back", *(f"l{i}" for i in range(2100))}
+
+
 def test_a_hanging_receiver_does_not_slow_ingest(app: TestClient) -> None:
     """A subscriber that never answers within the timeout: every report is still acknowledged at once."""
     with receiving(lambda n: Answer(200, delay=3)) as receiver:

@@ -282,18 +282,28 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
         )
 
 
-async def retry_now(conn: Connection, subscription_id: int, beyond: float) -> int:
-    """Make a subscription's deliveries waiting for a retry due now (its subscriber is back). Only those due
-    more than `beyond` seconds on: a claimed delivery's lease is shorter, and an attempt in flight must not
-    get a second one beside it."""
-    status = await conn.execute(
-        """
-        UPDATE deliveries SET next_attempt_at = now()
-        WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at > now() + make_interval(secs => $2)
-        """,
-        subscription_id,
-        beyond,
-    )
+async def retry_now(conn: Connection, subscription_id: int, beyond: float, limit: int) -> int:
+    """Make up to `limit` of a subscription's deliveries waiting for a retry due now (its subscriber is back),
+    the soonest first: how many. Only those due more than `beyond` seconds on: a claimed delivery's lease is
+    shorter, and an attempt in flight must not get a second one beside it. In steps, each its own short
+    transaction: after a long outage there are hundreds of thousands, and one statement over all of them
+    outlasted the statement timeout."""
+    async with conn.transaction():
+        await commit_without_flush(conn)
+        status = await conn.execute(
+            """
+            WITH pulled AS (
+                SELECT id FROM deliveries
+                WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at > now() + make_interval(secs => $2)
+                ORDER BY next_attempt_at LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE deliveries AS d SET next_attempt_at = now() FROM pulled WHERE d.id = pulled.id
+            """,
+            subscription_id,
+            beyond,
+            limit,
+        )
     return int(status.split()[-1])
 
 

@@ -63,6 +63,7 @@ POLL_SECONDS = 0.25
 FANOUT_PAGE = 500  # events read per subscription per transaction
 LEASE_MARGIN = 5.0  # seconds past the timeout before a claimed delivery may be taken again
 METRICS_EVERY = 5.0
+RETRY_NOW_STEP = 1000  # retries made due per statement when a subscriber is back
 STOP_GRACE = 5.0  # seconds in-flight attempts get to finish at shutdown (the rest are retried, lease expired)
 
 
@@ -107,6 +108,8 @@ class SubscriptionDispatcher:
         # round trip, and under a flat-out load (every first attempt claimed by the fan-out) it would find nothing.
         self._maybe_due: set[int] = set()
         self._looked_at = 0.0  # when the claimer last asked the database which subscriptions have any due
+        self._pulling: set[int] = set()  # subscriptions whose retries are being made due now (`_retry_now`)
+        self._tasks_aside: set[asyncio.Task[None]] = set()  # such pulls
         self._metrics_at = 0.0
         self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
@@ -353,12 +356,6 @@ class SubscriptionDispatcher:
         try:
             async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
                 await store.record_attempts(conn, records, streaks)
-                for subscription_id in sorted({d.subscription_id for d in batch if d.recovered}):
-                    pulled = await store.retry_now(conn, subscription_id, self._lease)
-                    if pulled:
-                        logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
-                        self._maybe_due.add(subscription_id)
-                        self._claim_more.set()
         except Exception as exc:
             # Not recorded: their leases run out and they are tried again (at least once).
             if is_unavailable(exc):
@@ -368,6 +365,11 @@ class SubscriptionDispatcher:
             else:
                 logger.exception("%d delivery attempts not recorded", len(batch))
             return 0
+        for subscription_id in sorted({d.subscription_id for d in batch if d.recovered} - self._pulling):
+            self._pulling.add(subscription_id)
+            task = asyncio.create_task(self._retry_now(subscription_id), name=f"retry-now-{subscription_id}")
+            self._tasks_aside.add(task)
+            task.add_done_callback(self._tasks_aside.discard)
         for done in batch:
             if done.verdict.state != policy.PENDING:
                 metrics.WEBHOOK_DELIVERIES.labels(done.verdict.state).inc()
@@ -375,6 +377,28 @@ class SubscriptionDispatcher:
             if streak.disable is not None:
                 logger.warning("subscription %s disabled: %s", streak.subscription_id, streak.disable)
         return len(batch)
+
+    async def _retry_now(self, subscription_id: int) -> None:
+        """A subscriber answers again: its retries are due now, in steps, beside the recording (which must not
+        wait for them), and the claimer takes them as they come."""
+        pulled = 0
+        try:
+            while not self._stop.is_set():
+                async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+                    step = await store.retry_now(conn, subscription_id, self._lease, RETRY_NOW_STEP)
+                pulled += step
+                if step:
+                    self._maybe_due.add(subscription_id)
+                    self._claim_more.set()
+                if step < RETRY_NOW_STEP:
+                    break
+        except Exception as exc:
+            # The retries keep their schedule: they come due in time all the same.
+            logger.warning("subscription %s: could not make its retries due now: %s", subscription_id, exc)
+        finally:
+            self._pulling.discard(subscription_id)
+        if pulled:
+            logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
 
     async def _record_forever(self) -> None:
         """Record what finished while the previous batch was written; once more after the last attempt."""
@@ -467,5 +491,7 @@ class SubscriptionDispatcher:
             self._recorded.set()
             await self._recorder
             self._recorder = None
+        # Retries being made due stop after their current step (`_stop`); what they did not reach keeps its time.
+        await asyncio.gather(*self._tasks_aside, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
