@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -158,10 +159,11 @@ def main() -> None:
             if "flat" in phases:
                 flat = [flat_round(service, dsn, sink, script, args, f"r{i}") for i in range(args.rounds)]
                 show(rows, flat_rows(flat, args))
+            steady = Paced(service, dsn, sink, script, paced_connections, paced, args)
             if "steady" in phases:
-                steady_phase(service, dsn, sink, script, paced_connections, paced, args, rows)
+                steady_phase(steady, rows)
             if "outage" in phases:
-                outage_phase(service, dsn, sink, script, paced_connections, paced, args, rows)
+                outage_phase(steady, rows)
         finally:
             service.stop()
             sink.stop()
@@ -257,25 +259,31 @@ def flat_rows(rounds: list[dict[str, float]], args: argparse.Namespace) -> list[
     ]
 
 
-def steady_phase(
-    service: Service,
-    dsn: str,
-    sink: Sink,
-    script: Path,
-    connections: int,
-    paced: dict[str, str],
-    args: argparse.Namespace,
-    rows: list[list[object]],
-) -> None:
+@dataclass(frozen=True)
+class Paced:
+    """What the steady and the outage phases share: the service, its database, the subscriber, the paced load."""
+
+    service: Service
+    dsn: str
+    sink: Sink
+    script: Path
+    connections: int
+    paced: dict[str, str]
+    args: argparse.Namespace
+
+
+def steady_phase(run: Paced, rows: list[list[object]]) -> None:
     """A steady load with a new subscription: event-to-delivery latency."""
-    subscription = subscribe(service, sink)
-    sink.reset()
+    subscription = subscribe(run.service, run.sink)
+    run.sink.reset()
     steady_started = time.time()
-    steady = run_wrk(service.url, script, connections, max(args.seconds, 20), env={**paced, "RUN": "steady"})
-    expected = events_since(dsn, steady_started)
-    drained(sink, expected, 120)
-    stats = sink.stats()
-    httpx2.delete(f"{service.url}/subscriptions/{subscription}", timeout=10)
+    steady = run_wrk(
+        run.service.url, run.script, run.connections, max(run.args.seconds, 20), env={**run.paced, "RUN": "steady"}
+    )
+    expected = events_since(run.dsn, steady_started)
+    drained(run.sink, expected, 120)
+    stats = run.sink.stats()
+    httpx2.delete(f"{run.service.url}/subscriptions/{subscription}", timeout=10)
     show(
         rows,
         [
@@ -288,35 +296,26 @@ def steady_phase(
     )
 
 
-def outage_phase(
-    service: Service,
-    dsn: str,
-    sink: Sink,
-    script: Path,
-    connections: int,
-    paced: dict[str, str],
-    args: argparse.Namespace,
-    rows: list[list[object]],
-) -> None:
+def outage_phase(run: Paced, rows: list[list[object]]) -> None:
     """The subscriber down for --outage seconds under the steady load, then up, the load going on."""
-    subscribe(service, sink)
+    subscribe(run.service, run.sink)
     time.sleep(1)
-    sink.stop()
+    run.sink.stop()
     outage_started = time.time()
-    load = BackgroundLoad(service.url, script, connections, {**paced, "RUN": "outage"}, settle=0)
+    load = BackgroundLoad(run.service.url, run.script, run.connections, {**run.paced, "RUN": "outage"}, settle=0)
     try:
-        time.sleep(args.outage)
-        queued = events_since(dsn, outage_started)
-        sink.niceness = 0
-        sink.start()  # a new process: it starts empty
+        time.sleep(run.args.outage)
+        queued = events_since(run.dsn, outage_started)
+        run.sink.niceness = 0
+        run.sink.start()  # a new process: it starts empty
         back, back_at = time.monotonic(), time.time()
         time.sleep(1)  # the reports received before `back_at` have committed
-        expected = events_between(dsn, outage_started, back_at)
+        expected = events_between(run.dsn, outage_started, back_at)
         took = None
         # The sink restarted empty: every event of the outage arrives at it (and is counted by the time its body
         # carries), none is lost in the stop.
         while time.monotonic() - back < 1800:
-            if sink.stats(outage_started, back_at)["unique_between"] >= expected:
+            if run.sink.stats(outage_started, back_at)["unique_between"] >= expected:
                 took = time.monotonic() - back
                 break
             time.sleep(0.5)
@@ -325,7 +324,7 @@ def outage_phase(
     show(
         rows,
         [
-            [f"subscriber down {args.outage:.0f} s under the steady load: events queued", f"{queued:,}"],
+            [f"subscriber down {run.args.outage:.0f} s under the steady load: events queued", f"{queued:,}"],
             [
                 "every event of the outage delivered after it came back, s (load on; goal < 120 for 300 s)",
                 "not in 1800 s" if took is None else f"{took:.1f}",

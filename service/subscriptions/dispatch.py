@@ -101,7 +101,7 @@ class SubscriptionDispatcher:
         self._task: asyncio.Task[None] | None = None
         self._claimer: asyncio.Task[None] | None = None
         # Set when the claimer should look again: an attempt ended where more may be due, or the fan-out queued
-        # more than it started.
+        # more than it claimed.
         self._claim_more = asyncio.Event()
         # Subscriptions whose due deliveries may outnumber what this process has claimed: the fan-out queued more
         # than it claimed, or a claim got all it asked for. Only their attempts wake the claimer: a wake is a
