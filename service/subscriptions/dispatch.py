@@ -108,8 +108,8 @@ class SubscriptionDispatcher:
         # round trip, and under a flat-out load (every first attempt claimed by the fan-out) it would find nothing.
         self._maybe_due: set[int] = set()
         self._looked_at = 0.0  # when the claimer last asked the database which subscriptions have any due
-        self._pulling: set[int] = set()  # subscriptions whose retries are being made due now (`_retry_now`)
-        self._tasks_aside: set[asyncio.Task[None]] = set()  # such pulls
+        # Per subscription, the task making its retries due now (`_retry_now`): one at a time.
+        self._pulling: dict[int, asyncio.Task[None]] = {}
         self._metrics_at = 0.0
         self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
@@ -365,11 +365,9 @@ class SubscriptionDispatcher:
             else:
                 logger.exception("%d delivery attempts not recorded", len(batch))
             return 0
-        for subscription_id in sorted({d.subscription_id for d in batch if d.recovered} - self._pulling):
-            self._pulling.add(subscription_id)
+        for subscription_id in sorted({d.subscription_id for d in batch if d.recovered} - self._pulling.keys()):
             task = asyncio.create_task(self._retry_now(subscription_id), name=f"retry-now-{subscription_id}")
-            self._tasks_aside.add(task)
-            task.add_done_callback(self._tasks_aside.discard)
+            self._pulling[subscription_id] = task
         for done in batch:
             if done.verdict.state != policy.PENDING:
                 metrics.WEBHOOK_DELIVERIES.labels(done.verdict.state).inc()
@@ -396,7 +394,7 @@ class SubscriptionDispatcher:
             # The retries keep their schedule: they come due in time all the same.
             logger.warning("subscription %s: could not make its retries due now: %s", subscription_id, exc)
         finally:
-            self._pulling.discard(subscription_id)
+            del self._pulling[subscription_id]
         if pulled:
             logger.info("subscription %s is answering again: %d retries due now", subscription_id, pulled)
 
@@ -492,6 +490,6 @@ class SubscriptionDispatcher:
             await self._recorder
             self._recorder = None
         # Retries being made due stop after their current step (`_stop`); what they did not reach keeps its time.
-        await asyncio.gather(*self._tasks_aside, return_exceptions=True)
+        await asyncio.gather(*self._pulling.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
