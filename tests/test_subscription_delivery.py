@@ -309,7 +309,9 @@ def test_after_a_long_outage_every_backed_off_retry_is_due_at_once(fast: Setting
     """As above with more waiting deliveries than one step of `retry_now` makes due (2,100: three steps): all
     of them arrive at once, not in 300 s. (One statement over a long outage's backlog used to outlast the
     statement timeout, and the retries kept their schedule.)"""
-    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0))
+    # A timeout long enough for this receiver (a thread per request) to answer 2,100 at once on a loaded machine:
+    # with 2 s, a few attempts timed out after it was back, a failure that rightly waits its 300 s.
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=15.0)
     port = free_port()
     with TestClient(create_app(patient)) as client:
         sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
