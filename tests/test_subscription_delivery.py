@@ -293,7 +293,7 @@ def test_the_address_guard_refuses_at_connection_time_too(fast: Settings) -> Non
 def test_once_a_receiver_answers_again_its_backed_off_retries_are_due_at_once(fast: Settings) -> None:
     """A receiver down long enough that its deliveries wait a long backoff (here 300 s after two refusals):
     when it answers again (a new event gets through), the waiting ones are tried at once, not in 300 s."""
-    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0))
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=15.0)
     port = free_port()
     with TestClient(create_app(patient)) as client:
         sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
