@@ -99,10 +99,14 @@ DISPATCH_MODES: tuple[DispatchMode, ...] = ("on", "off", "process")
 DEFAULT_DISPATCH: DispatchMode = "process"
 
 
-# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (DESIGN "Subscriptions").
+# Group-commit writer tasks per worker. One gathers each batch from everything that arrived while the last one
+# committed; two halve the batches and run two write-backs at once, which contend in PostgreSQL: one writer
+# measured 13% (embedded) and 28% (PostgreSQL 15) more reports/s at 64 connections, p99 lower (PERFORMANCE.md).
+DEFAULT_WRITERS = 1
 DEFAULT_DELIVERY_CONCURRENCY = 128
 # A subscriber on loopback took ~300 deliveries/s with 8 in flight and ~900/s with 32 (bench.subscriptions).
 DEFAULT_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION = 32
+# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (DESIGN "Subscriptions").
 DEFAULT_DELIVERY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 # Messages per sweep transaction: small, because ingest commits wait behind the WAL each batch writes.
@@ -144,7 +148,7 @@ class Settings:
     db_prepared_statements: bool = True
     group_commit: bool = True
     campaign_stats_ttl: float = 5.0
-    writers: int = 2
+    writers: int = DEFAULT_WRITERS
     event_retention: float = 7 * 86400.0  # seconds the event feed keeps an event
     retention: float = 90 * 86400.0  # seconds a final message (and a quarantined payload) is kept; 0: forever
     delivery_timeout: float = 15.0  # seconds a subscriber has to answer one delivery
@@ -301,7 +305,7 @@ class Settings:
             db_timeout=number("DLR_DB_TIMEOUT", 5.0, float, 0.1, 600),
             db_prepared_statements=choice("DLR_DB_PREPARED_STATEMENTS", "on", ("on", "off")) == "on",
             group_commit=choice("DLR_GROUP_COMMIT", "on", ("on", "off")) == "on",
-            writers=int(number("DLR_WRITERS", 2, int, 1, 32)),
+            writers=int(number("DLR_WRITERS", DEFAULT_WRITERS, int, 1, 32)),
             campaign_stats_ttl=number("DLR_CAMPAIGN_STATS_TTL", 5.0, float, 0, 3600),
             event_retention=duration("DLR_EVENT_RETENTION", "7d", 1),
             retention=duration("DLR_RETENTION", "90d", 0),

@@ -1,9 +1,9 @@
 """The write path with group commit: reports from many requests, one transaction, each caller's outcome.
 
-A request hands its reports to `ReportWriter.apply` and waits. A few writer tasks take whatever is
-waiting (up to a bound) and apply it in one transaction; while one commits, the next gathers what
-arrived meanwhile. There is no linger: a lone report goes at once, and batches grow only when traffic
-does. Answers are given after the commit, so a 2xx still means "stored".
+A request hands its reports to `ReportWriter.apply` and waits. Writer tasks (`DLR_WRITERS`, one by
+default) take whatever is waiting (up to a bound) and apply it in one transaction; what arrives while a
+batch commits goes in the next one. There is no linger: a lone report goes at once, and batches grow only
+when traffic does. Answers are given after the commit, so a 2xx still means "stored".
 
 With batching off, every call is its own transaction: the same code path with a batch of one caller.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from service import metrics, store
+from service.config import DEFAULT_WRITERS
 from service.engine import Reason
 from service.errors import ShuttingDown, Unavailable, database_errors
 from service.feed import ChangeSignal
@@ -49,7 +50,7 @@ class ReportWriter:
         timeout: float,
         batching: bool = True,
         max_batch: int = 1000,
-        writers: int = 2,
+        writers: int = DEFAULT_WRITERS,
         changes: ChangeSignal | None = None,
     ) -> None:
         self._pool = pool
