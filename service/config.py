@@ -101,7 +101,8 @@ DEFAULT_DISPATCH: DispatchMode = "process"
 
 # Group-commit writer tasks per worker. One gathers each batch from everything that arrived while the last one
 # committed; two halve the batches and run two write-backs at once, which contend in PostgreSQL: one writer
-# measured 13% (embedded) and 28% (PostgreSQL 15) more reports/s at 64 connections, p99 lower (PERFORMANCE.md).
+# measured 12-31% more reports/s at 64 connections (medians of five sittings, the embedded server and
+# PostgreSQL 15), p99 lower in every round (PERFORMANCE.md).
 DEFAULT_WRITERS = 1
 DEFAULT_DELIVERY_CONCURRENCY = 128
 # A subscriber on loopback took ~300 deliveries/s with 8 in flight and ~900/s with 32 (bench.subscriptions).
