@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from dataclasses import replace
 
 import asyncpg
 import httpx2
+import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
@@ -15,13 +17,15 @@ from service.config import Settings
 from tests.test_processes import check_final_states, reports_for
 
 
-def test_concurrent_reports_for_the_same_messages(settings: Settings, db: str) -> None:
+@pytest.mark.parametrize("writers", [1, 4])
+def test_concurrent_reports_for_the_same_messages(settings: Settings, db: str, writers: int) -> None:
     """Hundreds of shuffled, duplicated reports for a few messages, 48 at a time: each message ends
-    DELIVRD on both parts, each status is applied once, and no request fails (row locks, no deadlock)."""
+    DELIVRD on both parts, each status is applied once, and no request fails (row locks, no deadlock).
+    With the default single writer and with four (`DLR_WRITERS`), whose batches race on the same messages."""
     ids = [f"c{i}" for i in range(12)]
     reports = reports_for(ids)
     random.Random(3).shuffle(reports)
-    app = create_app(settings)
+    app = create_app(replace(settings, writers=writers))
 
     async def run() -> list[int]:
         async with app.router.lifespan_context(app):
