@@ -20,6 +20,11 @@ from tests.conftest import fetch
 from tests.processes import free_port
 from tests.webhook_receiver import Answer, Receiver, receiving
 
+# The delivery timeout of the tests whose failed attempts wait minutes (DESIGN's schedule, or 300 s backoffs).
+# Their thread-per-request receiver answers a whole backlog at once when it comes back; on a loaded machine
+# (CI) attempts that had reached it timed out at `fast`'s 2 s, and a timed-out attempt rightly waits its backoff.
+PATIENT_TIMEOUT = 15.0
+
 
 @pytest.fixture
 def fast(settings: Settings) -> Settings:
@@ -244,10 +249,7 @@ def test_a_receiver_down_for_a_minute_loses_nothing(fast: Settings) -> None:
     """DESIGN's own schedule (now, 5 s, 5 min, ...) and a receiver down for a minute while reports go on
     coming: every event arrives once it is back, the ones from the outage too (not 5 minutes later)."""
     port = free_port()
-    # A 15 s timeout: the thread-per-request receiver answers the whole backlog at once. On a loaded machine
-    # (CI) one event arrived but was not recorded delivered, as an attempt timed out at 2 s would be (it then
-    # rightly waits its 5 minutes); if it fails again, the message names the deliveries left and their attempts.
-    patient = replace(fast, delivery_schedule=DEFAULT_DELIVERY_SCHEDULE, delivery_timeout=15.0)
+    patient = replace(fast, delivery_schedule=DEFAULT_DELIVERY_SCHEDULE, delivery_timeout=PATIENT_TIMEOUT)
     with TestClient(create_app(patient)) as client:
         sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
         sent = []
@@ -269,7 +271,7 @@ def test_a_receiver_down_for_a_minute_loses_nothing(fast: Settings) -> None:
             client.post("/dlr/generic", json={"id": "back", "status": "ACCEPTD"})
             got = receiver.wait_for(len(sent), timeout=30)
             assert sorted({verified(sub["secret"], r)["data"]["id"] for r in got}) == sorted(sent)
-            try:
+            try:  # on failure, name the deliveries left and their attempts (why they were not delivered)
                 wait_until(lambda: len(deliveries(client, sub["id"], state="delivered", limit=500)) == len(sent))
             except AssertionError:
                 late = [(d["event_id"], d["attempts"]) for d in deliveries(client, sub["id"], state="pending")]
@@ -294,7 +296,7 @@ def test_the_address_guard_refuses_at_connection_time_too(fast: Settings) -> Non
 def test_once_a_receiver_answers_again_its_backed_off_retries_are_due_at_once(fast: Settings) -> None:
     """A receiver down long enough that its deliveries wait a long backoff (here 300 s after two refusals):
     when it answers again (a new event gets through), the waiting ones are tried at once, not in 300 s."""
-    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=15.0)
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=PATIENT_TIMEOUT)
     port = free_port()
     with TestClient(create_app(patient)) as client:
         sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
@@ -317,9 +319,7 @@ def test_after_a_long_outage_every_backed_off_retry_is_due_at_once(fast: Setting
     """As above with more waiting deliveries than one step of `retry_now` makes due (2,100: three steps): all
     of them arrive at once, not in 300 s. (One statement over a long outage's backlog used to outlast the
     statement timeout, and the retries kept their schedule.)"""
-    # A timeout long enough for this receiver (a thread per request) to answer 2,100 at once on a loaded machine:
-    # with 2 s, a few attempts timed out after it was back, a failure that rightly waits its 300 s.
-    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=15.0)
+    patient = replace(fast, delivery_schedule=(0.0, 0.5, 300.0, 300.0), delivery_timeout=PATIENT_TIMEOUT)
     port = free_port()
     with TestClient(create_app(patient)) as client:
         sub = client.post("/subscriptions", json={"url": f"http://127.0.0.1:{port}/hook"}).json()["data"]
