@@ -107,9 +107,7 @@ class ExpirySweeper:
         """Messages final for longer than DLR_RETENTION (with their history), quarantined payloads and finished
         tasks (with an export's output)."""
         sent_before = cutoff - timedelta(seconds=self._lifetime)
-        messages = await self._in_steps(
-            lambda conn: retention.prune_messages(conn, cutoff, sent_before, self._batch_size)
-        )
+        messages = await self._in_steps(retention.MessagesPastRetention(cutoff, sent_before, self._batch_size).step)
         quarantined = await self._in_steps(lambda conn: retention.prune_quarantine(conn, cutoff, self._batch_size))
         tasks = await self._in_steps(lambda conn: retention.prune_tasks(conn, cutoff, self._batch_size))
         metrics.child(metrics.RETENTION_PRUNED, "messages").inc(messages)

@@ -70,8 +70,8 @@ def _age(db: str) -> None:
     asyncio.run(run())
 
 
-def _sweep(db: str, retention: str) -> None:
-    env = {**os.environ, "DATABASE_URL": db, "DLR_RETENTION": retention}
+def _sweep(db: str, retention: str, batch: int = 250) -> None:
+    env = {**os.environ, "DATABASE_URL": db, "DLR_RETENTION": retention, "DLR_SWEEP_BATCH": str(batch)}
     swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
     assert swept.returncode == 0, swept.stderr
 
@@ -87,6 +87,46 @@ def test_a_sweep_pass_deletes_what_is_past_retention_and_nothing_else(client: Te
     assert client.get("/messages/old").json()["code"] == 2
     assert client.get(f"/tasks/{task}").json()["code"] == 2
     assert fetch(db, "SELECT count(*) AS n FROM task_output")[0]["n"] == 0
+
+
+def test_a_pass_in_many_small_steps_deletes_every_old_message_and_passes_over_the_kept(
+    client: TestClient, db: str
+) -> None:
+    """Steps of 2 walk on from where the last ended: past messages still open or final too recently, of the same
+    age and in between, which stay."""
+    for i in range(12):
+        assert client.post("/dlr/generic", data={"id": f"old-{i:02}", "status": "DELIVRD"}).json()["code"] == 0
+    for i in range(3):
+        client.post("/messages", json={"id": f"open-{i}"})
+        assert client.post("/dlr/generic", data={"id": f"late-{i}", "status": "DELIVRD"}).json()["code"] == 0
+
+    async def age() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            # old-00 .. old-11 sent a minute apart 100 days ago; open-i and late-i sent between old-0(4i) and the next
+            await conn.execute(
+                "UPDATE messages SET sent_at = now() - interval '100 days' + substr(id, 5)::int * interval '1 min',"
+                " final_at = now() - interval '95 days' WHERE id LIKE 'old-%'"
+            )
+            between = "now() - interval '100 days' + (4 * substr(id, 6)::int) * interval '1 min' + interval '30 s'"
+            await conn.execute(
+                f"UPDATE messages SET sent_at = {between}, expires_at = now() + interval '1 day' WHERE id LIKE 'open-%'"
+            )
+            await conn.execute(
+                f"UPDATE messages SET sent_at = {between}, final_at = now() - interval '10 days' WHERE id LIKE 'late-%'"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(age())
+    _sweep(db, "90d", batch=2)
+    assert {r["id"] for r in fetch(db, "SELECT id FROM messages")} == {
+        *(f"open-{i}" for i in range(3)),
+        *(f"late-{i}" for i in range(3)),
+    }
+    assert {r["message_id"] for r in fetch(db, "SELECT DISTINCT message_id FROM history")} == {
+        f"late-{i}" for i in range(3)
+    }
 
 
 def test_retention_zero_keeps_everything(client: TestClient, db: str) -> None:
