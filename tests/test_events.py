@@ -336,3 +336,22 @@ def test_a_malformed_retention_stops_the_start_naming_the_variable(value: str) -
 
     with pytest.raises(SettingsError, match="DLR_EVENT_RETENTION"):
         Settings.from_env({"DLR_EVENT_RETENTION": value}, env_file=None)
+
+
+def test_pruning_in_small_steps_walks_the_feed_to_its_end(client: TestClient, db: str) -> None:
+    """Each step starts after the horizon the step before moved: seven old events go in steps of 2, 2, 2, 1,
+    and the feed is empty after them."""
+    client.post("/messages", json=[{"id": f"s{i}"} for i in range(7)])
+
+    async def prune_all() -> list[int]:
+        conn = await asyncpg.connect(db)
+        try:
+            steps = [await feed.prune(conn, datetime.now(UTC) + timedelta(seconds=1), 2)]
+            while steps[-1] == 2:
+                steps.append(await feed.prune(conn, datetime.now(UTC) + timedelta(seconds=1), 2))
+            return steps
+        finally:
+            await conn.close()
+
+    assert asyncio.run(prune_all()) == [2, 2, 2, 1]
+    assert events(client)["items"] == []

@@ -125,12 +125,18 @@ async def prune(conn: Connection, before: datetime, limit: int) -> int:
     """Delete the start of the feed, at most `limit` events, up to the first one made at `before` or later,
     and move the horizon past them. The feed's order follows time closely (there is no index by time: it
     cost every event an index entry); deleting only a prefix keeps the rule simple: everything before the
-    horizon is gone. SKIP LOCKED: replicas pruning at once take different rows."""
+    horizon is gone. SKIP LOCKED: replicas pruning at once take different rows.
+
+    The start is looked for after the horizon, not from the index's first entry: those of the events deleted
+    earlier in the pass stay in the index, dead, until a vacuum comes by, and each step would walk them all
+    (retention's message steps did, and grew from 4 to 18 ms over a million rows)."""
     return int(
         await conn.fetchval(
             """
             WITH head AS (
-                SELECT tx, position, at FROM events ORDER BY tx, position LIMIT $2
+                SELECT tx, position, at FROM events
+                WHERE (tx, position) > (SELECT tx, position FROM event_horizon)
+                ORDER BY tx, position LIMIT $2
             ), kept AS (
                 SELECT tx, position FROM head WHERE at >= $1 ORDER BY tx, position LIMIT 1
             ), doomed AS (
