@@ -1,11 +1,11 @@
 """The floor of durable ingest on this stack: the bare endpoint plus the least a 2xx-means-committed service
 must do, and nothing of dlr-tracker's.
 
-Each request's form is parsed as in bench/bare_app.py, queued, written by group commit (two writer tasks
-taking whatever is waiting, no linger, as dlr-tracker does) as one row of an unindexed table in one
-statement per batch through asyncpg, and answered only after the commit. No validation, no status engine,
-no message rows, no history, no middleware. Whatever dlr-tracker does beyond this costs on top of it; what
-this server cannot reach, no design on Python, uvicorn and asyncpg with one worker reaches.
+Each request's form is parsed as in bench/bare_app.py, queued, written by group commit (as many writer tasks as
+dlr-tracker runs by default, each taking whatever is waiting, no linger, as dlr-tracker does) as one row of an
+unindexed table in one statement per batch through asyncpg, and answered only after the commit. No validation,
+no status engine, no message rows, no history, no middleware. Whatever dlr-tracker does beyond this costs on top
+of it; what this server cannot reach, no design on Python, uvicorn and asyncpg with one worker reaches.
 
     DATABASE_URL=postgresql://... uvicorn bench.floor_app:app
 """
@@ -25,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-WRITERS = 2
+from service.config import DEFAULT_WRITERS
+
+WRITERS = DEFAULT_WRITERS
 MAX_BATCH = 1000
 
 

@@ -1,7 +1,7 @@
 """Subscriptions benchmark: what one subscription costs ingest, and whether its deliveries keep up.
 
     python -m bench.subscriptions [--seconds 10] [--connections 64] [--rate 1000] [--outage 300]
-                                  [--dispatch process|on] [--rounds 1] [--phases flat,steady,outage]
+                                  [--dispatch process|on] [--rounds 1] [--phases floor,flat,steady,outage]
 
 One service (one worker; deliveries made by the dispatching process `serve` starts, or with `--dispatch on`
 in the serving process itself) and one subscriber on loopback (bench/webhook_sink.py under uvicorn,
@@ -17,6 +17,10 @@ neither takes CPU from ingest nor is starved by it), in one run:
 4. a new subscription, its subscriber down for --outage seconds under the steady load, then up, the load going
    on: how long until every event committed before it came back has been delivered (goal < 2 minutes for a
    5-minute outage).
+0. (floor) the physical floor of a delivery on this machine, in the same run: a bare aiohttp client (no
+   database, no claims, no records), one session kept alive, POSTing a real event's body to the same
+   subscriber flat out with the dispatcher's bound per subscription in flight, unsigned and signed: what no
+   dispatcher on this stack delivers faster, beside flat-out ingest without a subscription.
 Each report here makes one event (a new message delivered at once), so deliveries = reports.
 """
 
@@ -32,10 +36,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import httpx2
+import orjson
 import psutil
 
 from bench.harness import (
@@ -48,6 +55,8 @@ from bench.harness import (
     run_wrk,
     table,
 )
+from service.config import DEFAULT_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION
+from service.subscriptions import signing
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,14 +142,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000, help="the steady load, reports/s in all")
     parser.add_argument("--outage", type=float, default=300, help="seconds the subscriber is down")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the flat-out pair (without, with)")
-    parser.add_argument("--phases", default="flat,steady,outage", help="which of flat, steady, outage to run")
+    parser.add_argument(
+        "--phases", default="floor,flat,steady,outage", help="which of floor, flat, steady, outage to run"
+    )
     parser.add_argument(
         "--dispatch", choices=("process", "on"), default="process", help="DLR_SUBSCRIPTION_DISPATCH of the service"
     )
     args = parser.parse_args()
     phases = set(args.phases.split(","))
-    if not phases <= {"flat", "steady", "outage"}:
-        parser.error("--phases: a comma-separated choice of flat, steady, outage")
+    if not phases <= {"floor", "flat", "steady", "outage"}:
+        parser.error("--phases: a comma-separated choice of floor, flat, steady, outage")
     # Stopped early (kill, timeout): still stop the service, the sink and the load on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     script = HERE / "ingest_unique.lua"
@@ -156,6 +167,8 @@ def main() -> None:
         )
         try:
             run_wrk(service.url, script, args.connections, 2, env={"RUN": "warm"})
+            if "floor" in phases:
+                floor_phase(service, sink, script, args, rows)
             if "flat" in phases:
                 flat = [flat_round(service, dsn, sink, script, args, f"r{i}") for i in range(args.rounds)]
                 show(rows, flat_rows(flat, args))
@@ -257,6 +270,57 @@ def flat_rows(rounds: list[dict[str, float]], args: argparse.Namespace) -> list[
             f"{median('server cpu without'):,.0f} / {median('server cpu with'):,.0f}",
         ],
     ]
+
+
+def floor_phase(service: Service, sink: Sink, script: Path, args: argparse.Namespace, rows: list[list[object]]) -> None:
+    """A bare client's POSTs per second to the subscriber, beside flat-out ingest without a subscription."""
+    shown = httpx2.get(f"{service.url}/events", params={"limit": 1}, timeout=10).json()["data"]  # the oldest
+    event = shown["items"][0]
+    body = orjson.dumps({"type": event["type"], "timestamp": event["timestamp"], "data": event["data"]})
+    in_flight = DEFAULT_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION
+    plain = asyncio.run(bare_posts(sink.url + "/hook", body, in_flight, args.seconds, signed=False))
+    signed = asyncio.run(bare_posts(sink.url + "/hook", body, in_flight, args.seconds, signed=True))
+    ingest = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "floor"})
+    show(
+        rows,
+        [
+            [
+                f"floor: a bare aiohttp client, {len(body):,}-byte bodies, {in_flight} in flight: POSTs/s",
+                f"{plain:,.0f}",
+            ],
+            ["floor: the same, each POST signed (standardwebhooks)", f"{signed:,.0f}"],
+            ["floor: ingest flat out beside it, no subscription: req/s", f"{ingest.requests_per_second:,.0f}"],
+            ["**floor: signed POSTs/s / ingest req/s**", f"{signed / ingest.requests_per_second:.2f}"],
+        ],
+    )
+
+
+async def bare_posts(url: str, body: bytes, in_flight: int, seconds: float, *, signed: bool) -> float:
+    """POSTs answered per second by `in_flight` callers sharing one kept-alive session, for `seconds`."""
+    secret = signing.new_secret()
+    done = 0
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=in_flight), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+    ) as session:
+
+        async def caller(n: int, until: float) -> None:
+            nonlocal done
+            i = 0
+            while time.monotonic() < until:
+                i += 1
+                webhook_id = f"floor-{signed}-{n}-{i}"
+                headers = {"content-type": "application/json", "webhook-id": webhook_id}
+                if signed:
+                    headers = signing.headers(webhook_id, datetime.now(UTC), body, [secret])
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                    if response.status >= 300:
+                        raise SystemExit(f"the subscriber answered {response.status}")
+                done += 1
+
+        await asyncio.gather(*(caller(n, time.monotonic() + 1) for n in range(in_flight)))  # warm the pool
+        done, started = 0, time.monotonic()
+        await asyncio.gather(*(caller(n, started + seconds) for n in range(in_flight)))
+        return done / (time.monotonic() - started)
 
 
 @dataclass(frozen=True)
