@@ -108,7 +108,7 @@ class ExpirySweeper:
         tasks (with an export's output)."""
         sent_before = cutoff - timedelta(seconds=self._lifetime)
         messages = await self._in_steps(retention.MessagesPastRetention(cutoff, sent_before, self._batch_size).step)
-        quarantined = await self._in_steps(lambda conn: retention.prune_quarantine(conn, cutoff, self._batch_size))
+        quarantined = await self._in_steps(retention.QuarantinePast(cutoff, self._batch_size).step)
         tasks = await self._in_steps(lambda conn: retention.prune_tasks(conn, cutoff, self._batch_size))
         metrics.child(metrics.RETENTION_PRUNED, "messages").inc(messages)
         metrics.child(metrics.RETENTION_PRUNED, "quarantine").inc(quarantined)

@@ -129,6 +129,24 @@ def test_a_pass_in_many_small_steps_deletes_every_old_message_and_passes_over_th
     }
 
 
+def test_quarantined_payloads_go_in_small_steps_up_to_the_first_one_to_keep(client: TestClient, db: str) -> None:
+    for _ in range(6):
+        client.post("/dlr/generic", data={"id": "q", "status": "NOT-A-STATUS"})  # quarantined
+    ids = [r["id"] for r in fetch(db, "SELECT id FROM quarantine ORDER BY id")]
+
+    async def age() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute("UPDATE quarantine SET received_at = now() - interval '91 days' WHERE id <> $1", ids[4])
+        finally:
+            await conn.close()
+
+    asyncio.run(age())
+    _sweep(db, "90d", batch=2)
+    # Steps of 2 walk on from the last id deleted, and stop at the fifth: the walk never reads past what it keeps.
+    assert [r["id"] for r in fetch(db, "SELECT id FROM quarantine ORDER BY id")] == ids[4:]
+
+
 def test_retention_zero_keeps_everything(client: TestClient, db: str) -> None:
     task = _seed(client, db)
     _sweep(db, "0")

@@ -64,14 +64,22 @@ class MessagesPastRetention:
         return int(deleted)
 
 
-async def prune_quarantine(conn: Connection, before: datetime, limit: int) -> int:
-    """Delete quarantined payloads received before `before`, from the oldest (ids follow arrival), at most
-    `limit`, stopping at the first one young enough to keep: the walk never reads past what it deletes."""
-    return int(
-        await conn.fetchval(
+class QuarantinePast:
+    """Deletes quarantined payloads received before `before`, from the oldest (ids follow arrival), a step of at
+    most `limit` at a time, stopping at the first one young enough to keep: the walk never reads past what it
+    deletes. Each step starts after the last id the one before deleted, as `MessagesPastRetention` does."""
+
+    def __init__(self, before: datetime, limit: int) -> None:
+        self._before = before
+        self._limit = limit
+        self._after = 0
+
+    async def step(self, conn: Connection) -> int:
+        """Delete the next step's payloads; return how many."""
+        deleted, last = await conn.fetchrow(
             """
             WITH head AS (
-                SELECT id, received_at FROM quarantine ORDER BY id LIMIT $2
+                SELECT id, received_at FROM quarantine WHERE id > $3 ORDER BY id LIMIT $2
             ), kept AS (
                 SELECT min(id) AS id FROM head WHERE received_at >= $1
             ), doomed AS (
@@ -79,14 +87,17 @@ async def prune_quarantine(conn: Connection, before: datetime, limit: int) -> in
                 WHERE kept.id IS NULL OR q.id < kept.id
                 FOR UPDATE OF q SKIP LOCKED
             ), gone AS (
-                DELETE FROM quarantine AS q USING doomed AS d WHERE q.id = d.id RETURNING 1
+                DELETE FROM quarantine AS q USING doomed AS d WHERE q.id = d.id RETURNING q.id
             )
-            SELECT count(*) FROM gone
+            SELECT count(*), max(id) FROM gone
             """,
-            before,
-            limit,
+            self._before,
+            self._limit,
+            self._after,
         )
-    )
+        if last is not None:
+            self._after = last
+        return int(deleted)
 
 
 async def prune_tasks(conn: Connection, before: datetime, limit: int) -> int:
