@@ -92,7 +92,7 @@ class ExpirySweeper:
             pruned = await self._in_steps(lambda conn: feed.prune(conn, before, self._batch_size))
             metrics.EVENTS_PRUNED.inc(pruned)
             # The subscriptions' finished deliveries go as old: each keeps its body, a feed event too.
-            pruned = await self._in_steps(lambda conn: subscriptions.prune_deliveries(conn, before, self._batch_size))
+            pruned = await self._in_steps(subscriptions.FinishedDeliveriesPast(before, self._batch_size).step)
             metrics.DELIVERIES_PRUNED.inc(pruned)
         if self._retention:
             await self._prune_past_retention(now - timedelta(seconds=self._retention))

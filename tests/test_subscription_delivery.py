@@ -4,11 +4,15 @@ Retry-After honoured, 410 disabling, filters, replay, and ingest never waiting o
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from standardwebhooks import Webhook
@@ -17,7 +21,7 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.config import DEFAULT_DELIVERY_SCHEDULE, Settings
 from tests.conftest import fetch
-from tests.processes import free_port
+from tests.processes import command, free_port
 from tests.webhook_receiver import Answer, Receiver, receiving
 
 # The delivery timeout of the tests whose failed attempts wait minutes (DESIGN's schedule, or 300 s backoffs).
@@ -374,3 +378,33 @@ def test_a_disabled_subscription_resumes_where_it_stopped(app: TestClient) -> No
         app.patch(f"/subscriptions/{sub['id']}", json={"enabled": True})
         (got,) = receiver.wait_for(1)
         assert verified(sub["secret"], got)["data"]["id"] == "while-off"
+
+
+def test_a_sweep_pass_prunes_finished_deliveries_past_the_feeds_retention_in_small_steps(
+    app: TestClient, db: str
+) -> None:
+    """Delivered deliveries older than DLR_EVENT_RETENTION go with a sweep pass, in steps of 2 that walk on from
+    the last time deleted (five of one time: a step ends among them); the younger ones stay."""
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        for i in range(7):
+            app.post("/dlr/generic", json={"id": f"d{i}", "status": "DELIVRD"})
+        delivered = wait_until(lambda: len(found := deliveries(app, sub["id"], state="delivered")) == 7 and found)
+    ids = sorted(d["event_id"] for d in delivered)
+    old, young = ids[:5], ids[5:]
+
+    async def age() -> None:  # the clock cannot move back 8 days: the rows are aged instead
+        conn = await asyncpg.connect(db)
+        try:
+            # One time for all five, as the attempts one recorder transaction records share it.
+            await conn.execute(
+                "UPDATE deliveries SET updated_at = now() - interval '8 days' WHERE event_id = ANY($1::text[])", old
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(age())
+    env = {**os.environ, "DATABASE_URL": db, "DLR_EVENT_RETENTION": "7d", "DLR_SWEEP_BATCH": "2"}
+    swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
+    assert swept.returncode == 0, swept.stderr
+    assert sorted(d["event_id"] for d in deliveries(app, sub["id"])) == young

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -398,21 +398,37 @@ async def backlog(conn: Connection) -> list[asyncpg.Record]:
     )
 
 
-async def prune_deliveries(conn: Connection, before: datetime, limit: int) -> int:
-    """Delete up to `limit` finished (delivered or failed) deliveries last touched before `before`. SKIP
-    LOCKED: replicas pruning at once take different rows, and a delivery being replayed is left alone."""
-    return int(
-        await conn.fetchval(
+class FinishedDeliveriesPast:
+    """Deletes finished (delivered or failed) deliveries last touched before `before`, a step of at most `limit`
+    at a time, oldest first. SKIP LOCKED: replicas pruning at once take different rows, and a delivery being
+    replayed is left alone.
+
+    Each step starts at the last time the one before deleted, not at the index's first entry: those of the rows
+    deleted earlier in the pass stay in the index, dead, until a vacuum comes by (as retention's message steps
+    once did). At that time, not after it: the attempts one recorder transaction records share it."""
+
+    def __init__(self, before: datetime, limit: int) -> None:
+        self._before = before
+        self._limit = limit
+        self._from = datetime(1, 1, 1, tzinfo=UTC)
+
+    async def step(self, conn: Connection) -> int:
+        """Delete the next step's deliveries; return how many."""
+        deleted, last = await conn.fetchrow(
             """
             WITH doomed AS (
-                SELECT id FROM deliveries WHERE state <> 'pending' AND updated_at < $1
-                LIMIT $2 FOR UPDATE SKIP LOCKED
+                SELECT id FROM deliveries
+                WHERE state <> 'pending' AND updated_at < $1 AND updated_at >= $3
+                ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED
             ), gone AS (
-                DELETE FROM deliveries AS d USING doomed WHERE d.id = doomed.id RETURNING 1
+                DELETE FROM deliveries AS d USING doomed WHERE d.id = doomed.id RETURNING d.updated_at
             )
-            SELECT count(*) FROM gone
+            SELECT count(*), max(updated_at) FROM gone
             """,
-            before,
-            limit,
+            self._before,
+            self._limit,
+            self._from,
         )
-    )
+        if last is not None:
+            self._from = last
+        return int(deleted)
