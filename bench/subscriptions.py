@@ -7,6 +7,10 @@ One service (one worker; deliveries made by the dispatching process `serve` star
 in the serving process itself) and one subscriber on loopback (bench/webhook_sink.py under uvicorn,
 answering 204 at once; it stands in for another host: at nice 19, and at 0 after the outage, so that it
 neither takes CPU from ingest nor is starved by it), in one run:
+0. (floor) the physical floor of a delivery on this machine, in the same run: a bare aiohttp client (no
+   database, no claims, no records), one session kept alive, POSTing a real event's body to the same
+   subscriber flat out with the dispatcher's bound per subscription in flight, unsigned and signed: what no
+   dispatcher on this stack delivers faster, beside flat-out ingest without a subscription.
 1. ingest flat out with no subscription, then with one: req/s of each and the ratio (goal >= 0.8), and
    PostgreSQL's WAL bytes and CPU per report in each; --rounds pairs, each with a new subscription (deleted
    after its deliveries arrived), medians;
@@ -17,10 +21,6 @@ neither takes CPU from ingest nor is starved by it), in one run:
 4. a new subscription, its subscriber down for --outage seconds under the steady load, then up, the load going
    on: how long until every event committed before it came back has been delivered (goal < 2 minutes for a
    5-minute outage).
-0. (floor) the physical floor of a delivery on this machine, in the same run: a bare aiohttp client (no
-   database, no claims, no records), one session kept alive, POSTing a real event's body to the same
-   subscriber flat out with the dispatcher's bound per subscription in flight, unsigned and signed: what no
-   dispatcher on this stack delivers faster, beside flat-out ingest without a subscription.
 Each report here makes one event (a new message delivered at once), so deliveries = reports.
 """
 
