@@ -124,6 +124,9 @@ async def claim_for_fanout(conn: Connection) -> list[asyncpg.Record]:
     )
 
 
+# A delivery no dispatcher holds: never claimed, or its claim's lease has passed (that dispatcher died).
+_NOT_LEASED = "(leased_until IS NULL OR leased_until <= now())"
+
 # What an attempt needs of its delivery and its subscription: a claim's answer.
 _CLAIMED = """d.id, d.subscription_id, d.event_id, d.body, d.attempt_count, s.url, s.secret, s.previous_secret,
               s.previous_secret_until, s.failing_since"""
@@ -139,7 +142,7 @@ async def queue_deliveries(
     lease: float = 0.0,
 ) -> list[asyncpg.Record]:
     """A pending delivery per (event id, event time, body), due `first_wait` seconds on; an event already
-    queued for it stays as it is. The first `claim` of them are claimed at once instead (leased for `lease`
+    queued for it stays as it is. The first `claim` of them are claimed at once too (leased for `lease`
     seconds, as `claim_due` would): the dispatcher that queues them attempts them once this transaction
     commits, without reading them back. Returns the claimed ones."""
     if not events:
@@ -147,15 +150,15 @@ async def queue_deliveries(
     return await conn.fetch(
         f"""
         WITH queued AS (
-            INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at)
-            SELECT $1, e.id, e.at, e.body, 'pending',
-                   now() + make_interval(secs => CASE WHEN e.n <= $6::int THEN $7::float8 ELSE $5::float8 END)
+            INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at, leased_until)
+            SELECT $1, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8),
+                   CASE WHEN e.n <= $6::int THEN now() + make_interval(secs => $7::float8) END
             FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) WITH ORDINALITY AS e(id, at, body, n)
             ON CONFLICT (subscription_id, event_id) DO NOTHING
             RETURNING *
         )
         SELECT {_CLAIMED} FROM queued AS d JOIN subscriptions AS s ON s.id = d.subscription_id
-        WHERE d.next_attempt_at > now() + make_interval(secs => $5::float8)
+        WHERE d.leased_until IS NOT NULL
         ORDER BY d.id
         """,
         subscription_id,
@@ -181,13 +184,13 @@ async def advance(conn: Connection, subscription_id: int, cursor: Cursor) -> Non
 
 
 async def subscriptions_due(conn: Connection) -> list[int]:
-    """Enabled subscriptions with at least one delivery due now."""
+    """Enabled subscriptions with at least one delivery due now (and not leased)."""
     rows = await conn.fetch(
-        """
+        f"""
         SELECT s.id FROM subscriptions AS s
         WHERE s.enabled AND EXISTS (
             SELECT 1 FROM deliveries AS d
-            WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+            WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now() AND {_NOT_LEASED}
         )
         ORDER BY s.id
         """
@@ -196,18 +199,18 @@ async def subscriptions_due(conn: Connection) -> list[int]:
 
 
 async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: float) -> list[asyncpg.Record]:
-    """Up to `limit` due deliveries of one subscription, leased: their next attempt is pushed `lease` seconds
-    on, so that no other process takes them while this one tries, and any process does once the lease has
-    passed without a result (this one died)."""
+    """Up to `limit` due deliveries of one subscription, leased for `lease` seconds, so that no other process
+    takes them while this one tries, and any process does once the lease has passed without a result (this one
+    died). The lease is a column no index holds: the claim is a HOT update, no index entry written."""
     return await conn.fetch(
         f"""
         WITH due AS (
             SELECT id FROM deliveries
-            WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now()
+            WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at <= now() AND {_NOT_LEASED}
             ORDER BY next_attempt_at LIMIT $2
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE deliveries AS d SET next_attempt_at = now() + make_interval(secs => $3)
+        UPDATE deliveries AS d SET leased_until = now() + make_interval(secs => $3)
         FROM due, subscriptions AS s
         WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
         RETURNING {_CLAIMED}
@@ -271,7 +274,7 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
             """
             UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
                    attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
-                   updated_at = now()
+                   leased_until = NULL, updated_at = now()
             FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[]) AS a(id, attempt, state, next_at)
             WHERE d.id = a.id
             """,
@@ -284,17 +287,17 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
 
 async def retry_now(conn: Connection, subscription_id: int, beyond: float, limit: int) -> int:
     """Make up to `limit` of a subscription's deliveries waiting for a retry due now (its subscriber is back),
-    the soonest first: how many. Only those due more than `beyond` seconds on: a claimed delivery's lease is
-    shorter, and an attempt in flight must not get a second one beside it. In steps, each its own short
-    transaction: after a long outage there are hundreds of thousands, and one statement over all of them
-    outlasted the statement timeout."""
+    the soonest first: how many. Only those due more than `beyond` seconds on and not leased: an attempt in
+    flight must not get a second one beside it. In steps, each its own short transaction: after a long outage
+    there are hundreds of thousands, and one statement over all of them outlasted the statement timeout."""
     async with conn.transaction():
         await commit_without_flush(conn)
         status = await conn.execute(
-            """
+            f"""
             WITH pulled AS (
                 SELECT id FROM deliveries
                 WHERE subscription_id = $1 AND state = 'pending' AND next_attempt_at > now() + make_interval(secs => $2)
+                      AND {_NOT_LEASED}
                 ORDER BY next_attempt_at LIMIT $3
                 FOR UPDATE SKIP LOCKED
             )
@@ -357,7 +360,8 @@ async def latest_deliveries(
 
 
 _REQUEUE = """
-    UPDATE deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = now(), updated_at = now()
+    UPDATE deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = now(), leased_until = NULL,
+                          updated_at = now()
     WHERE subscription_id = $1 AND state <> 'pending' AND {which}
     RETURNING event_id
 """

@@ -9,12 +9,13 @@ Three steps, each safe with any number of processes:
    process may hold (step 2's window) are claimed as they are queued, and started once the transaction has
    committed, as far as there is room: a delivery the dispatcher keeps up with is written twice (queued and
    claimed, then recorded), not three times.
-2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (their next attempt time
-   pushed past the timeout) before any POST, so a process that dies mid-attempt leaves them to any process
-   once the lease passes: at least once. Attempts run as tasks, at most `delivery_concurrency` at once and
-   `delivery_concurrency_per_subscription` per subscriber, so a slow subscriber holds up only its own. Up to
-   as many again are claimed ahead and started as attempts end, without a round trip in between (a claimed
-   delivery not started while its lease still covers an attempt is left for the lease to pass).
+2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (`leased_until`, past the
+   timeout: a column no index holds, so a claim writes no index entry) before any POST, so a process that
+   dies mid-attempt leaves them to any process once the lease passes: at least once. Attempts run as tasks,
+   at most `delivery_concurrency` at once and `delivery_concurrency_per_subscription` per subscriber, so a
+   slow subscriber holds up only its own. Up to as many again are claimed ahead and started as attempts end, without
+   a round trip in between (a claimed delivery not started while its lease still covers an attempt is left for the
+   lease to pass).
 3. Recording: finished attempts are written back in batches, one transaction for whatever finished while
    the previous batch was being written (a pipeline: attempts go on while their results are recorded).
    A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
@@ -182,8 +183,8 @@ class SubscriptionDispatcher:
                     page = await feed.read_page(conn, exc.oldest, FANOUT_PAGE)
                 wanted = filter_from_json(orjson.loads(sub["filter"]))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
-                # A lease marks a claimed delivery only while it ends later than an unclaimed one is due.
-                claim = max(0, min(len(matching), self._window(sub["id"]))) if self._lease > first_wait else 0
+                # What the fan-out claims it attempts at once: only when the schedule's first attempt waits for none.
+                claim = max(0, min(len(matching), self._window(sub["id"]))) if first_wait <= 0 else 0
                 # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
                 self._reserved[sub["id"]] += claim
                 reserved.append((sub["id"], claim))
