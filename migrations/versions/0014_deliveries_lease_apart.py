@@ -30,7 +30,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # A lease held now is moved back into next_attempt_at, where the older code looks for it.
-    op.execute(
-        "UPDATE deliveries SET next_attempt_at = leased_until WHERE state = 'pending' AND leased_until > now()"
-    )
+    op.execute("UPDATE deliveries SET next_attempt_at = leased_until WHERE state = 'pending' AND leased_until > now()")
     op.execute("ALTER TABLE deliveries DROP COLUMN leased_until")
