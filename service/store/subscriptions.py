@@ -287,9 +287,11 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
 
 async def retry_now(conn: Connection, subscription_id: int, beyond: float, limit: int) -> int:
     """Make up to `limit` of a subscription's deliveries waiting for a retry due now (its subscriber is back),
-    the soonest first: how many. Only those due more than `beyond` seconds on and not leased: an attempt in
-    flight must not get a second one beside it. In steps, each its own short transaction: after a long outage
-    there are hundreds of thousands, and one statement over all of them outlasted the statement timeout."""
+    the soonest first: how many. Only those not leased and due more than `beyond` seconds on: an attempt in
+    flight must not get a second one beside it (the lease says so; `beyond` still does for deliveries claimed
+    before migration 0014, whose lease pushed `next_attempt_at`). In steps, each its own short transaction: after
+    a long outage there are hundreds of thousands, and one statement over all of them outlasted the statement
+    timeout."""
     async with conn.transaction():
         await commit_without_flush(conn)
         status = await conn.execute(
