@@ -168,9 +168,19 @@ def create_app(settings: Settings) -> Starlette:
         pool = await database.create_pool(
             dsn, settings.db_pool_size, settings.db_timeout, prepared_statements=settings.db_prepared_statements
         )
+        writers_pool = None
+        if settings.group_commit:
+            writers_pool = await database.create_pool(
+                dsn,
+                settings.writers,
+                settings.db_timeout,
+                prepared_statements=settings.db_prepared_statements,
+                writers=True,
+            )
         changes = ChangeSignal()
         writer = ReportWriter(
             pool,
+            writers_pool=writers_pool,
             lifetime=settings.lifetime,
             timeout=settings.db_timeout,
             batching=settings.group_commit,
@@ -233,6 +243,8 @@ def create_app(settings: Settings) -> Starlette:
             # writers, then the sweeper and the task runner after their current batches, then the pool.
             services.draining = services.shutting_down = True
             await writer.stop()
+            if writers_pool is not None:
+                await writers_pool.close()
             await sweeper.stop()
             await dispatcher.stop()
             await runner.stop()

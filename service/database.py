@@ -51,17 +51,33 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     session advisory lock, no cursor WITH HOLD (the migration lock is taken on alembic's own connection)."""
 
 
-async def create_pool(dsn: str, size: int, seconds: float, *, prepared_statements: bool = True) -> asyncpg.Pool:
+# The group-commit writers run the same few statements for every batch, each finding rows by a key (the
+# read, the write-back, the senders' event ids, the sequences): planned once per connection, not once per batch
+# (planning the write-back afresh for every batch cost 12% of ingest's throughput, docs/PERFORMANCE.md). With
+# sequential scans off, a plan made while the tables were empty still takes their indexes once they have grown:
+# PostgreSQL 15 plans every one of those statements as a sequential scan of an empty table otherwise.
+WRITER_SETTINGS = {
+    "application_name": "dlr-tracker writer",
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+}
+
+
+async def create_pool(
+    dsn: str, size: int, seconds: float, *, prepared_statements: bool = True, writers: bool = False
+) -> asyncpg.Pool:
     """The pool. Without `prepared_statements` (DLR_DB_PREPARED_STATEMENTS=off), for PgBouncer in transaction
     mode: asyncpg keeps no named statements (a named statement lives on one server connection, and the next
     transaction may get another: "prepared statement ... does not exist" or "already exists"), and no setting
     is sent at connect (PgBouncer refuses a startup parameter it does not know, and would not keep it on every
     server connection anyway). Every statement is then planned afresh with its parameters: a custom plan, which
-    is what `plan_cache_mode` asks for otherwise."""
+    is what `plan_cache_mode` asks for otherwise.
+
+    With `writers`, the group-commit writers' own pool (`WRITER_SETTINGS`)."""
     settings = {"application_name": "dlr-tracker"}
     if prepared_statements:
         # A generic plan made while `messages` was small seq-scans it once it has grown (docs/PERFORMANCE.md).
-        settings["plan_cache_mode"] = "force_custom_plan"
+        settings.update(WRITER_SETTINGS if writers else {"plan_cache_mode": "force_custom_plan"})
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,

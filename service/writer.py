@@ -52,8 +52,12 @@ class ReportWriter:
         max_batch: int = 1000,
         writers: int = DEFAULT_WRITERS,
         changes: ChangeSignal | None = None,
+        writers_pool: asyncpg.Pool | None = None,
     ) -> None:
         self._pool = pool
+        # The writer tasks' connections (database.WRITER_SETTINGS); with batching off, each request takes one of
+        # the pool's.
+        self._writers_pool = writers_pool or pool
         self._lifetime = lifetime
         self._timeout = timeout
         self._batching = batching
@@ -126,7 +130,7 @@ class ReportWriter:
             # One connection kept while there is work: handing it back to the pool after every batch costs
             # a reset round trip per batch. After a failed batch it goes back (the pool drops a broken one).
             try:
-                async with database_errors("ingest"), self._pool.acquire(timeout=self._timeout) as conn:
+                async with database_errors("ingest"), self._writers_pool.acquire(timeout=self._timeout) as conn:
                     while batch and await self._commit(batch, conn):
                         batch = self._take()
             except asyncio.CancelledError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
 from service import database, store
@@ -52,3 +53,59 @@ def test_prepared_statements_setting() -> None:
     assert Settings.from_env({"DLR_DB_PREPARED_STATEMENTS": "off"}, env_file=None).db_prepared_statements is False
     with pytest.raises(ValueError, match="DLR_DB_PREPARED_STATEMENTS"):
         Settings.from_env({"DLR_DB_PREPARED_STATEMENTS": "maybe"}, env_file=None)
+
+
+async def _scans(dsn: str) -> dict[str, tuple[int, int]]:
+    """(sequential scans, index scans) so far of the tables a writer reads, as the statistics have them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT relname, seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+            " WHERE relname IN ('messages', 'history', 'sender_events')"
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+    finally:
+        await conn.close()
+
+
+async def _writer_on_a_growing_table(dsn: str) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]], str]:
+    """One writers' session: a batch on the empty tables (its plans are made then), the messages grown to
+    20,000 through the same session, then batches reading and changing them and a sender's event ids."""
+
+    def report(message_id: str, status: Status, event_id: str | None = None) -> IncomingReport:
+        return IncomingReport(message_id, Report(status), "generic", datetime.now(UTC), event_id=event_id)
+
+    pool = await database.create_pool(dsn, 1, 30.0, writers=True)
+    try:
+        async with pool.acquire() as conn:
+            await store.apply_reports(conn, [report("first", Status.ACCEPTD, "e0")], lifetime=86400)
+            for start in range(0, 20_000, 1_000):
+                batch = [report(f"m{n}", Status.ACCEPTD) for n in range(start, start + 1_000)]
+                await store.apply_reports(conn, batch, lifetime=86400)
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.execute("SELECT 1")  # the flush comes at a transaction's end
+            before = await _scans(dsn)
+            for n in range(0, 20_000, 2_000):
+                batch = [report(f"m{n + i}", Status.DELIVRD, f"e{n + i}") for i in range(100)]
+                await store.apply_reports(conn, batch, lifetime=86400)
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.execute("SELECT 1")
+            mode = str(await conn.fetchval("SHOW plan_cache_mode"))
+        return before, await _scans(dsn), mode
+    finally:
+        await pool.close()
+
+
+def test_the_writers_plans_made_on_empty_tables_still_take_the_indexes_once_they_have_grown(
+    fresh_database: object,
+) -> None:
+    """The group-commit writers plan their statements once per connection (a generic plan), however large the
+    tables grow after that: a plan made while they were empty must not scan them whole for every batch, as
+    PostgreSQL 15 plans it unless told not to."""
+    dsn = fresh_database()  # type: ignore[operator]
+    database.migrate(dsn)
+    before, after, mode = asyncio.run(_writer_on_a_growing_table(dsn))
+    assert mode == "force_generic_plan"
+    for table in ("messages", "history", "sender_events"):
+        assert after[table][0] == before[table][0], f"{table} scanned whole: {before[table]} -> {after[table]}"
+    assert after["messages"][1] > before["messages"][1]
