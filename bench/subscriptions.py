@@ -278,8 +278,12 @@ def floor_phase(service: Service, sink: Sink, script: Path, args: argparse.Names
     event = shown["items"][0]
     body = orjson.dumps({"type": event["type"], "timestamp": event["timestamp"], "data": event["data"]})
     in_flight = DEFAULT_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION
-    plain = asyncio.run(bare_posts(sink.url + "/hook", body, in_flight, args.seconds, signed=False))
-    signed = asyncio.run(bare_posts(sink.url + "/hook", body, in_flight, args.seconds, signed=True))
+    assert sink.proc is not None
+    subscriber = psutil.Process(sink.proc.pid)
+    plain, _, _ = asyncio.run(bare_posts(sink.url + "/hook", body, in_flight, args.seconds, subscriber, signed=False))
+    signed, client_us, sink_us = asyncio.run(
+        bare_posts(sink.url + "/hook", body, in_flight, args.seconds, subscriber, signed=True)
+    )
     ingest = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "floor"})
     show(
         rows,
@@ -289,14 +293,18 @@ def floor_phase(service: Service, sink: Sink, script: Path, args: argparse.Names
                 f"{plain:,.0f}",
             ],
             ["floor: the same, each POST signed (standardwebhooks)", f"{signed:,.0f}"],
+            ["floor: CPU per signed POST, the client / the subscriber", f"{client_us:,.0f} / {sink_us:,.0f} us"],
             ["floor: ingest flat out beside it, no subscription: req/s", f"{ingest.requests_per_second:,.0f}"],
             ["**floor: signed POSTs/s / ingest req/s**", f"{signed / ingest.requests_per_second:.2f}"],
         ],
     )
 
 
-async def bare_posts(url: str, body: bytes, in_flight: int, seconds: float, *, signed: bool) -> float:
-    """POSTs answered per second by `in_flight` callers sharing one kept-alive session, for `seconds`."""
+async def bare_posts(
+    url: str, body: bytes, in_flight: int, seconds: float, subscriber: psutil.Process, *, signed: bool
+) -> tuple[float, float, float]:
+    """POSTs answered per second by `in_flight` callers sharing one kept-alive session, for `seconds`; and the
+    CPU per POST (us) of this client and of the subscriber's process."""
     secret = signing.new_secret()
     done = 0
     async with aiohttp.ClientSession(
@@ -319,8 +327,11 @@ async def bare_posts(url: str, body: bytes, in_flight: int, seconds: float, *, s
 
         await asyncio.gather(*(caller(n, time.monotonic() + 1) for n in range(in_flight)))  # warm the pool
         done, started = 0, time.monotonic()
+        client_before, subscriber_before = time.process_time(), sum(subscriber.cpu_times()[:2])
         await asyncio.gather(*(caller(n, started + seconds) for n in range(in_flight)))
-        return done / (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        client = (time.process_time() - client_before) / done * 1e6
+        return done / elapsed, client, (sum(subscriber.cpu_times()[:2]) - subscriber_before) / done * 1e6
 
 
 @dataclass(frozen=True)
