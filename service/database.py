@@ -53,7 +53,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 # The group-commit writers run the same few statements for every batch, each finding rows by a key (the
 # read, the write-back, the senders' event ids, the sequences): planned once per connection, not once per batch
-# (planning the write-back afresh for every batch cost 12% of ingest's throughput, docs/PERFORMANCE.md). With
+# (planning the write-back afresh for every batch cost 9-15% of ingest's throughput, docs/PERFORMANCE.md). With
 # sequential scans off, a plan made while the tables were empty still takes their indexes once they have grown:
 # PostgreSQL 15 plans every one of those statements as a sequential scan of an empty table otherwise.
 WRITER_SETTINGS = {
