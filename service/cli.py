@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -21,6 +20,7 @@ from types import FrameType
 
 from service import database, logs, metrics
 from service.config import Settings, SettingsError
+from service.dispatch_process import DispatchProcess
 from service.embedded import DataDirInUse, EmbeddedPostgres
 from service.statuses import Status
 from service.subscriptions.dispatch import SubscriptionDispatcher
@@ -73,7 +73,8 @@ def serve(settings: Settings) -> None:
         if own_dispatcher:
             # Deliveries in a process of their own: their HTTP calls and signing never share the GIL with ingest.
             child_env = {**os.environ, "DLR_SUBSCRIPTION_DISPATCH": "on", DISPATCH_PARENT: str(os.getpid())}
-            dispatcher = subprocess.Popen([sys.executable, "-m", "service.cli", "dispatch"], env=child_env)
+            dispatcher = DispatchProcess(child_env)
+            dispatcher.start()
             os.environ["DLR_SUBSCRIPTION_DISPATCH"] = "off"  # the workers read their settings from here
         try:
             uvicorn.run(
@@ -88,11 +89,7 @@ def serve(settings: Settings) -> None:
             )
         finally:
             if dispatcher is not None:
-                dispatcher.terminate()
-                try:
-                    dispatcher.wait(GRACEFUL_SHUTDOWN_SECONDS)
-                except subprocess.TimeoutExpired:
-                    dispatcher.kill()  # its leases run out: what it was delivering is tried again
+                dispatcher.stop(GRACEFUL_SHUTDOWN_SECONDS)
 
 
 def dispatch(settings: Settings) -> None:

@@ -4,6 +4,7 @@ least once); with deliveries in every serving process and in a dispatching proce
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -176,3 +177,42 @@ def test_a_dispatch_process_of_its_own_delivers_and_shows_its_metrics(tmp_path: 
         if dispatching is not None:
             dispatching.stop()
         serving.stop()
+
+
+def test_a_dispatching_process_that_dies_is_started_again(tmp_path: Path, fresh_database: Any) -> None:
+    """`serve`'s dispatching process killed with SIGKILL (a crash, the OOM killer): `serve` says so and starts
+    another, which delivers what came meanwhile. Before, deliveries stopped until `serve` itself restarted."""
+    dsn = fresh_database()
+    database.migrate(dsn)
+    service = ServiceProcess(tmp_path, env={"DATABASE_URL": dsn, "DLR_SUBSCRIPTION_DISPATCH": "process", **FAST})
+    try:
+        service.wait_ready()
+
+        def dispatching() -> list[psutil.Process]:
+            alive = []
+            for child in psutil.Process(service.proc.pid).children():
+                with contextlib.suppress(psutil.Error):  # gone, or a zombie nobody reaped
+                    if child.status() != psutil.STATUS_ZOMBIE and "dispatch" in child.cmdline():
+                        alive.append(child)
+            return alive
+
+        (first,) = dispatching()
+        with receiving() as receiver:
+            sub = httpx2.post(f"{service.url}/subscriptions", json={"url": receiver.url}).json()["data"]
+            first.kill()
+            deadline = time.monotonic() + 15
+            while [c.pid for c in dispatching()] in ([], [first.pid]):
+                assert time.monotonic() < deadline, "no dispatching process was started again"
+                time.sleep(0.1)
+            for i in range(20):
+                httpx2.post(f"{service.url}/dlr/generic", json={"id": f"again-{i}", "status": "DELIVRD"})
+            wanted = feed_ids(service.url)
+            assert len(wanted) == 20
+            ids = wait_for_all(receiver, sub["secret"], wanted, timeout=30)
+            assert set(ids) == wanted
+        (second,) = dispatching()
+        assert second.pid != first.pid
+        assert second.nice() == psutil.Process(service.proc.pid).nice() + 10
+    finally:
+        service.stop()
+    assert "the dispatching process ended (exit code -9)" in service.output()
