@@ -64,9 +64,8 @@ class DispatchProcess:
                 # It stopped on purpose: a SIGTERM or Ctrl-C of its own (a terminal's reaches it with `serve`'s).
                 logger.warning("the dispatching process stopped: subscriptions are not delivered by this serve")
                 return
-            # The wait grows only while it keeps ending soon after its start: a dispatcher that cannot start
-            # (its database away, say) is not restarted in a tight loop.
-            wait = FIRST_WAIT if time.monotonic() - started >= STEADY else min(wait * 2, LONGEST_WAIT)
+            if time.monotonic() - started >= STEADY:
+                wait = FIRST_WAIT
             logger.error(
                 "the dispatching process ended (exit code %s): subscriptions are not delivered until it is back;"
                 " starting it again in %.0f s",
@@ -79,7 +78,10 @@ class DispatchProcess:
                 if self._stopping.is_set():
                     return
                 self._proc = subprocess.Popen(self._argv, env=self._env)
-            logger.info("dispatching process started again (pid %s)", self._proc.pid)
+                logger.info("dispatching process started again (pid %s)", self._proc.pid)
+            # The next wait is longer while it keeps dying soon after its start: a dispatcher that cannot start
+            # (its database away, say) is not restarted in a tight loop.
+            wait = min(wait * 2, LONGEST_WAIT)
 
     def stop(self, grace: float) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds: what it was delivering is tried again once its leases
