@@ -26,18 +26,14 @@ LONGEST_WAIT = 60.0  # the wait doubles while it keeps ending within STEADY seco
 STEADY = 60.0
 
 
-def command() -> tuple[list[str], dict[str, str]]:
-    """The dispatcher's command line and the environment additions that make it import this very package."""
-    root = str(Path(service.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return [sys.executable, "-P", "-m", "service.cli", "dispatch"], {"PYTHONPATH": path}
+ARGV = [sys.executable, "-P", "-m", "service.cli", "dispatch"]
 
 
 class DispatchProcess:
     def __init__(self, env: dict[str, str]) -> None:
-        argv, more = command()
-        self._argv = argv
-        self._env = {**env, **more}
+        # This very package's directory first: what `serve` runs is what the dispatcher imports.
+        root = str(Path(service.__file__).resolve().parent.parent)
+        self._env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +41,7 @@ class DispatchProcess:
 
     def start(self) -> None:
         with self._lock:
-            self._proc = subprocess.Popen(self._argv, env=self._env)
+            self._proc = subprocess.Popen(ARGV, env=self._env)
         self._watch = threading.Thread(target=self._watch_forever, name="dispatch-process-watch", daemon=True)
         self._watch.start()
 
@@ -54,8 +50,7 @@ class DispatchProcess:
         while True:
             with self._lock:
                 proc = self._proc
-            if proc is None:
-                return
+            assert proc is not None  # started before the watch
             started = time.monotonic()
             code = proc.wait()
             if self._stopping.is_set():
@@ -77,7 +72,7 @@ class DispatchProcess:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._proc = subprocess.Popen(self._argv, env=self._env)
+                self._proc = subprocess.Popen(ARGV, env=self._env)
                 logger.info("dispatching process started again (pid %s)", self._proc.pid)
             # The next wait is longer while it keeps dying soon after its start: a dispatcher that cannot start
             # (its database away, say) is not restarted in a tight loop.
