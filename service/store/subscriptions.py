@@ -10,12 +10,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from service.store.events import Cursor, present
-from service.store.messages import Connection
+from service.store.messages import Connection, json_rows
 
 VIEW_COLUMNS = (
     "id, url, description, filter::text AS filter, enabled, disabled_reason, created_at, updated_at, failing_since"
@@ -114,60 +114,104 @@ async def commit_without_flush(conn: Connection) -> None:
 # --- fan-out ---------------------------------------------------------------------------------------------
 
 
-async def claim_for_fanout(conn: Connection) -> list[asyncpg.Record]:
+class Target(NamedTuple):
+    """What an attempt needs of its subscription: where to POST, and the secrets that sign (sealed)."""
+
+    subscription_id: int
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+    failing_since: datetime | None
+
+
+class ClaimedDelivery(NamedTuple):
+    """A delivery this process holds the lease of: what its attempt sends, and to whom."""
+
+    id: int
+    event_id: str
+    body: bytes
+    attempt_count: int
+    target: Target
+
+
+class FanoutSubscription(NamedTuple):
+    """An enabled subscription locked for a fan-out: its filter (JSON text), its cursor, its target."""
+
+    filter: str
+    cursor: Cursor
+    target: Target
+
+
+_TARGET = "url, secret, previous_secret, previous_secret_until, failing_since"
+
+
+def _target(subscription_id: int, row: asyncpg.Record) -> Target:
+    return Target(
+        subscription_id,
+        row["url"],
+        row["secret"],
+        row["previous_secret"],
+        row["previous_secret_until"],
+        row["failing_since"],
+    )
+
+
+async def claim_for_fanout(conn: Connection) -> list[FanoutSubscription]:
     """The enabled subscriptions no other process is fanning out now, locked until the transaction ends."""
-    return await conn.fetch(
-        """
-        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position FROM subscriptions
-        WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
+    rows = await conn.fetch(
+        f"""
+        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {_TARGET}
+        FROM subscriptions WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
         """
     )
+    return [
+        FanoutSubscription(r["filter"], Cursor(int(r["cursor_tx"]), r["cursor_position"]), _target(r["id"], r))
+        for r in rows
+    ]
 
 
 # A delivery no dispatcher holds: never claimed, or its claim's lease has passed (that dispatcher died).
 _NOT_LEASED = "(leased_until IS NULL OR leased_until <= now())"
 
-# What an attempt needs of its delivery and its subscription: a claim's answer.
-_CLAIMED = """d.id, d.subscription_id, d.event_id, d.body, d.attempt_count, s.url, s.secret, s.previous_secret,
-              s.previous_secret_until, s.failing_since"""
-
 
 async def queue_deliveries(
     conn: Connection,
-    subscription_id: int,
+    target: Target,
     events: Sequence[tuple[str, datetime, bytes]],
     first_wait: float,
     *,
     claim: int = 0,
     lease: float = 0.0,
-) -> list[asyncpg.Record]:
+) -> list[ClaimedDelivery]:
     """A pending delivery per (event id, event time, body), due `first_wait` seconds on; an event already
     queued for it stays as it is. The first `claim` of them are claimed at once too (leased for `lease`
     seconds, as `claim_due` would): the dispatcher that queues them attempts them once this transaction
-    commits, without reading them back. Returns the claimed ones."""
+    commits, without reading them back (only their ids come back: the bodies are the caller's). Returns the
+    claimed ones."""
     if not events:
         return []
-    return await conn.fetch(
-        f"""
-        WITH queued AS (
-            INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at, leased_until)
-            SELECT $1, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8),
-                   CASE WHEN e.n <= $6::int THEN now() + make_interval(secs => $7::float8) END
-            FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) WITH ORDINALITY AS e(id, at, body, n)
-            ON CONFLICT (subscription_id, event_id) DO NOTHING
-            RETURNING *
-        )
-        SELECT {_CLAIMED} FROM queued AS d JOIN subscriptions AS s ON s.id = d.subscription_id
-        WHERE d.leased_until IS NOT NULL
-        ORDER BY d.id
+    rows = await conn.fetch(
+        """
+        INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at, leased_until)
+        SELECT $1, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8),
+               CASE WHEN e.n <= $6::int THEN now() + make_interval(secs => $7::float8) END
+        FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) WITH ORDINALITY AS e(id, at, body, n)
+        ON CONFLICT (subscription_id, event_id) DO NOTHING
+        RETURNING id, event_id, leased_until IS NOT NULL AS claimed
         """,
-        subscription_id,
+        target.subscription_id,
         [e[0] for e in events],
         [e[1] for e in events],
         [e[2] for e in events],
         first_wait,
         claim,
         lease,
+    )
+    bodies = {event_id: body for event_id, _, body in events}
+    return sorted(
+        (ClaimedDelivery(r["id"], r["event_id"], bodies[r["event_id"]], 0, target) for r in rows if r["claimed"]),
+        key=lambda claimed: claimed.id,
     )
 
 
@@ -198,11 +242,11 @@ async def subscriptions_due(conn: Connection) -> list[int]:
     return [row[0] for row in rows]
 
 
-async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: float) -> list[asyncpg.Record]:
+async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: float) -> list[ClaimedDelivery]:
     """Up to `limit` due deliveries of one subscription, leased for `lease` seconds, so that no other process
     takes them while this one tries, and any process does once the lease has passed without a result (this one
     died). The lease is a column no index holds: the claim is a HOT update, no index entry written."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         f"""
         WITH due AS (
             SELECT id FROM deliveries
@@ -213,12 +257,16 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
         UPDATE deliveries AS d SET leased_until = now() + make_interval(secs => $3)
         FROM due, subscriptions AS s
         WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
-        RETURNING {_CLAIMED}
+        RETURNING d.id, d.event_id, d.body, d.attempt_count, {", ".join(f"s.{c}" for c in _TARGET.split(", "))}
         """,
         subscription_id,
         limit,
         lease,
     )
+    if not rows:
+        return []
+    target = _target(subscription_id, rows[0])
+    return [ClaimedDelivery(r["id"], r["event_id"], r["body"], r["attempt_count"], target) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,18 +318,21 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
             [c.since for c in ordered],
             [c.disable for c in ordered],
         )
+        # One JSON document, not four arrays: one orjson call, where asyncpg would encode each element in Python.
         await conn.execute(
             """
             UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
                    attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
                    leased_until = NULL, updated_at = now()
-            FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[]) AS a(id, attempt, state, next_at)
+            FROM json_to_recordset($1::json) AS a(id bigint, attempt jsonb, state text, next_at timestamptz)
             WHERE d.id = a.id
             """,
-            [a.delivery_id for a in attempts],
-            [json.dumps(a.attempt) for a in attempts],
-            [a.state for a in attempts],
-            [a.next_attempt_at for a in attempts],
+            json_rows(
+                [
+                    {"id": a.delivery_id, "attempt": a.attempt, "state": a.state, "next_at": a.next_attempt_at}
+                    for a in attempts
+                ]
+            ),
         )
 
 

@@ -52,7 +52,8 @@ from service.errors import is_unavailable
 from service.http import views
 from service.store import events as feed
 from service.store import subscriptions as store
-from service.store.events import Cursor, CursorExpired, FeedEvent
+from service.store.events import CursorExpired, FeedEvent
+from service.store.subscriptions import ClaimedDelivery, Target
 from service.subscriptions import policy, signing
 from service.subscriptions.address_guard import socket_factory
 from service.subscriptions.model import filter_from_json
@@ -95,7 +96,7 @@ class SubscriptionDispatcher:
         self._in_flight: Counter[int] = Counter()
         self._reserved: Counter[int] = Counter()  # room the fan-out is claiming, not started yet
         # Claimed deliveries waiting for a free slot, per subscription, with when their lease ends (monotonic).
-        self._ready: dict[int, deque[tuple[float, asyncpg.Record]]] = {}
+        self._ready: dict[int, deque[tuple[float, ClaimedDelivery]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -150,8 +151,8 @@ class SubscriptionDispatcher:
         try:
             claimed, queued, full = await self._queue_new(reserved)
             # Only now that the claims are committed: an attempt must not be made for a delivery never queued.
-            for row in claimed:
-                self._ready.setdefault(row["subscription_id"], deque()).append((lease_ends, row))
+            for delivery in claimed:
+                self._ready.setdefault(delivery.target.subscription_id, deque()).append((lease_ends, delivery))
         finally:
             for subscription_id, claim in reserved:
                 self._reserved[subscription_id] -= claim
@@ -164,37 +165,37 @@ class SubscriptionDispatcher:
             metrics.WEBHOOK_QUEUED.inc(queued)
         return full
 
-    async def _queue_new(self, reserved: list[tuple[int, int]]) -> tuple[list[asyncpg.Record], int, bool]:
+    async def _queue_new(self, reserved: list[tuple[int, int]]) -> tuple[list[ClaimedDelivery], int, bool]:
         """One transaction: each subscription's next page queued, the first attempts claimed; (claimed,
         queued, whether a page was full)."""
         full = False
         queued = 0
-        claimed: list[asyncpg.Record] = []
+        claimed: list[ClaimedDelivery] = []
         first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
             await store.commit_without_flush(conn)
             for sub in await store.claim_for_fanout(conn):
-                cursor = Cursor(int(sub["cursor_tx"]), sub["cursor_position"])
+                subscription_id, cursor = sub.target.subscription_id, sub.cursor
                 try:
                     page = await feed.read_page(conn, cursor, FANOUT_PAGE)
                 except CursorExpired as exc:
                     # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
-                    logger.warning("subscription %s: events before %s were pruned unread", sub["id"], exc.oldest)
+                    logger.warning("subscription %s: events before %s were pruned unread", subscription_id, exc.oldest)
                     page = await feed.read_page(conn, exc.oldest, FANOUT_PAGE)
-                wanted = filter_from_json(orjson.loads(sub["filter"]))
+                wanted = filter_from_json(orjson.loads(sub.filter))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
                 # What the fan-out claims it attempts at once: only when the schedule's first attempt waits for none.
-                claim = max(0, min(len(matching), self._window(sub["id"]))) if first_wait <= 0 else 0
+                claim = max(0, min(len(matching), self._window(subscription_id))) if first_wait <= 0 else 0
                 # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
-                self._reserved[sub["id"]] += claim
-                reserved.append((sub["id"], claim))
+                self._reserved[subscription_id] += claim
+                reserved.append((subscription_id, claim))
                 claimed += await store.queue_deliveries(
-                    conn, sub["id"], matching, first_wait, claim=claim, lease=self._lease
+                    conn, sub.target, matching, first_wait, claim=claim, lease=self._lease
                 )
                 if len(matching) > claim:
-                    self._maybe_due.add(sub["id"])
+                    self._maybe_due.add(subscription_id)
                 if page.next_cursor != cursor:
-                    await store.advance(conn, sub["id"], page.next_cursor)
+                    await store.advance(conn, subscription_id, page.next_cursor)
                 queued += len(matching)
                 full |= len(page.events) == FANOUT_PAGE
         return claimed, queued, full
@@ -215,9 +216,9 @@ class SubscriptionDispatcher:
         free = 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting() - self._reserved.total()
         return min(free, mine)
 
-    def _start(self, row: asyncpg.Record) -> None:
-        self._in_flight[row["subscription_id"]] += 1
-        task = asyncio.create_task(self._attempt(row), name=f"delivery-{row['id']}")
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        self._in_flight[delivery.target.subscription_id] += 1
+        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -227,9 +228,9 @@ class SubscriptionDispatcher:
         left for its lease to pass (it is due again then, here or in any process): never two attempts at once."""
         ready = self._ready.get(subscription_id)
         while ready and self._room(subscription_id) > 0:
-            lease_ends, row = ready.popleft()
+            lease_ends, delivery = ready.popleft()
             if time.monotonic() + self._timeout < lease_ends:
-                self._start(row)
+                self._start(delivery)
         if not ready:
             self._ready.pop(subscription_id, None)
 
@@ -267,20 +268,20 @@ class SubscriptionDispatcher:
     def _waiting(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
 
-    def _secrets(self, row: asyncpg.Record, now: datetime) -> list[str]:
+    def _secrets(self, target: Target, now: datetime) -> list[str]:
         key = self._settings.subscription_key
-        secrets = [unseal(row["secret"], row["subscription_id"], key)]
-        until = row["previous_secret_until"]
-        if row["previous_secret"] is not None and until is not None and until > now:
-            secrets.append(unseal(row["previous_secret"], row["subscription_id"], key))
+        secrets = [unseal(target.secret, target.subscription_id, key)]
+        until = target.previous_secret_until
+        if target.previous_secret is not None and until is not None and until > now:
+            secrets.append(unseal(target.previous_secret, target.subscription_id, key))
         return secrets
 
-    async def _post(self, row: asyncpg.Record) -> policy.Attempt:
+    async def _post(self, delivery: ClaimedDelivery) -> policy.Attempt:
         at = datetime.now(UTC)
         started = time.perf_counter()
-        body = bytes(row["body"])
+        body = delivery.body
         try:
-            headers = signing.headers(row["event_id"], at, body, self._secrets(row, at))
+            headers = signing.headers(delivery.event_id, at, body, self._secrets(delivery.target, at))
         except SealError as exc:
             return policy.Attempt(at, 0.0, error=f"secret: {exc}")
         try:
@@ -288,7 +289,7 @@ class SubscriptionDispatcher:
             async with (
                 asyncio.timeout(self._timeout),
                 # A redirect could lead past the address guard: it is an answer, not a hop.
-                self._client().post(row["url"], data=body, headers=headers, allow_redirects=False) as response,
+                self._client().post(delivery.target.url, data=body, headers=headers, allow_redirects=False) as response,
             ):
                 status = response.status  # the answer's body is not read: its status says it all
                 retry_after_header = response.headers.get("retry-after")
@@ -301,26 +302,27 @@ class SubscriptionDispatcher:
             retry_after = policy.retry_after(retry_after_header, at)
         return policy.Attempt(at, time.perf_counter() - started, status, None, retry_after)
 
-    async def _attempt(self, row: asyncpg.Record) -> None:
-        subscription_id = row["subscription_id"]
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+        subscription_id = delivery.target.subscription_id
+        failing_since = delivery.target.failing_since
         try:
-            attempt = await self._post(row)
+            attempt = await self._post(delivery)
             metrics.WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(attempt.duration)
             verdict = policy.decide(
                 attempt,
-                row["attempt_count"] + 1,
+                delivery.attempt_count + 1,
                 self._settings.delivery_schedule,
-                row["failing_since"],
+                failing_since,
                 self._settings.subscription_disable_after,
                 random.uniform(*policy.JITTER),  # noqa: S311 - spreading retries, not security
             )
-            recovered = policy.recovered(attempt, row["failing_since"], self._settings.delivery_schedule)
-            self._finished.append(Finished(row["id"], subscription_id, attempt, verdict, recovered))
+            recovered = policy.recovered(attempt, failing_since, self._settings.delivery_schedule)
+            self._finished.append(Finished(delivery.id, subscription_id, attempt, verdict, recovered))
             self._recorded.set()
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again (at least once).
-            logger.exception("delivery %s failed unexpectedly", row["id"])
+            logger.exception("delivery %s failed unexpectedly", delivery.id)
         finally:
             self._in_flight[subscription_id] -= 1
             if self._in_flight[subscription_id] <= 0:
