@@ -162,13 +162,13 @@ WEBHOOK_QUEUED = Counter("dlr_webhook_events_queued_total", "Feed events queued 
 # Per subscription (the label is its id: as many as an admin creates), as of the dispatcher's last look.
 SUBSCRIPTION_BACKLOG = Gauge(
     "dlr_subscription_backlog",
-    "Deliveries pending (queued or waiting for a retry), by subscription",
+    "Deliveries pending (queued or waiting for a retry) and events not read yet, by subscription",
     ["subscription"],
     multiprocess_mode="max",
 )
 SUBSCRIPTION_OLDEST_PENDING = Gauge(
     "dlr_subscription_oldest_pending_age_seconds",
-    "Age of the oldest pending delivery, by subscription (0: none pending)",
+    "Age of the oldest pending delivery or event not read yet, by subscription (0: none)",
     ["subscription"],
     multiprocess_mode="max",
 )

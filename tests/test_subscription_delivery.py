@@ -231,6 +231,38 @@ def test_concurrency_is_bounded_per_subscriber_and_nothing_stalls(fast: Settings
         assert 1 < receiver.most_at_once <= 3
 
 
+def backlog_shown(client: TestClient, subscription_id: int) -> float:
+    """dlr_subscription_backlog of one subscription, as /metrics shows it (0 when it shows none)."""
+    prefix = f'dlr_subscription_backlog{{subscription="{subscription_id}"}} '
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_a_subscriber_slower_than_the_feed_leaves_its_backlog_in_the_feed(fast: Settings, db: str) -> None:
+    """Only what the dispatcher has room to attempt is queued (twice the subscription's concurrency): the rest
+    waits in the feed, unread, and the backlog gauge counts it all the same. As attempts end the fan-out reads
+    on: every event arrives, once."""
+    bounded = replace(fast, delivery_concurrency=8, delivery_concurrency_per_subscription=2)
+    with receiving(lambda n: Answer(delay=0.25)) as receiver, TestClient(create_app(bounded)) as client:
+        sub = subscribe(client, receiver)
+        ids = [f"slow-{i}" for i in range(80)]
+        assert client.post("/dlr/generic", json=[{"id": i, "status": "DELIVRD"} for i in ids]).status_code == 200
+        receiver.wait_for(4)
+        rows = []
+        for _ in range(10):  # while the backlog drains (2 at a time, 0.25 s each: 10 s)
+            rows.append(fetch(db, "SELECT count(*) AS n FROM deliveries WHERE state = 'pending'")[0]["n"])
+            time.sleep(0.1)
+        assert 0 < max(rows) <= 4, rows  # held: 2 in flight, 2 waiting for a slot
+        assert wait_until(lambda: backlog_shown(client, sub["id"]) >= 20, timeout=10)
+        receiver.wait_for(80, timeout=60)
+        time.sleep(0.5)  # a duplicate would arrive by now
+        delivered = [verified(sub["secret"], r)["data"]["id"] for r in receiver.received]
+        assert sorted(delivered) == sorted(ids)
+        assert wait_until(lambda: len(deliveries(client, sub["id"], state="delivered", limit=100)) == 80)
+
+
 def test_a_receiver_down_then_up_loses_nothing(fast: Settings) -> None:
     """Deliveries to a port nobody listens on are retried; once a receiver listens there every event arrives."""
     patient = replace(fast, delivery_schedule=(0.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3))

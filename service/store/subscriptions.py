@@ -444,13 +444,22 @@ async def replay_events(conn: Connection, subscription_id: int, event_ids: Seque
 
 
 async def backlog(conn: Connection) -> list[asyncpg.Record]:
-    """Per subscription: pending deliveries and the oldest one's creation time (None when none is pending),
-    and whether it is enabled."""
+    """Per subscription: its backlog (pending deliveries, and for an enabled one the events its fan-out has not
+    read yet, wanted by its filter or not: a dispatcher slower than the feed leaves them there), when the oldest
+    of them was made (None when there is none), and whether it is enabled."""
     return await conn.fetch(
         """
-        SELECT s.id, s.enabled, count(d.id) AS pending, min(d.created_at) AS oldest
-        FROM subscriptions AS s LEFT JOIN deliveries AS d ON d.subscription_id = s.id AND d.state = 'pending'
-        GROUP BY s.id ORDER BY s.id
+        SELECT s.id, s.enabled, d.pending + e.unread AS pending, least(d.oldest, e.oldest) AS oldest
+        FROM subscriptions AS s
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS pending, min(created_at) AS oldest FROM deliveries
+            WHERE subscription_id = s.id AND state = 'pending'
+        ) AS d
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS unread, min(at) AS oldest FROM events
+            WHERE s.enabled AND (tx, position) > (s.cursor_tx, s.cursor_position)
+        ) AS e
+        ORDER BY s.id
         """
     )
 

@@ -109,6 +109,9 @@ class SubscriptionDispatcher:
         # than it claimed, or a claim got all it asked for. Only their attempts wake the claimer: a wake is a
         # round trip, and under a flat-out load (every first attempt claimed by the fan-out) it would find nothing.
         self._maybe_due: set[int] = set()
+        # Subscriptions whose feed holds more than this process had room to claim: their attempts wake the fan-out.
+        self._behind: set[int] = set()
+        self._batch = max(1, settings.delivery_concurrency_per_subscription // 2)
         self._looked_at = 0.0  # when the claimer last asked the database which subscriptions have any due
         # Per subscription, the task making its retries due now (`_retry_now`): one at a time.
         self._pulling: dict[int, asyncio.Task[None]] = {}
@@ -142,14 +145,17 @@ class SubscriptionDispatcher:
     # --- fan-out ---------------------------------------------------------------------------------------
 
     async def fan_out(self) -> bool:
-        """Queue the events each subscription has not read yet, one page each, claiming as many as this process
-        may hold (`_window`) as they are queued, and start the attempts there is room for; True when a page was
-        full (there may be more). What it claims needs no second write to be claimed: under a load the
-        dispatcher keeps up with, every delivery is written twice (queued, recorded), not three times."""
+        """Queue, for each subscription, the events it has not read yet that this process has room to attempt now
+        (`_window`), claimed as they are queued, and start them; True when one may have more to queue now.
+
+        Only what is claimed is queued (when the schedule's first attempt waits for none): a subscriber slower than
+        the feed leaves its backlog in the feed, read as room frees (`_attempt` wakes the fan-out), not in pending
+        rows each claimed later. So every delivery is written twice (queued and claimed, then recorded), whatever
+        the load, and what a dispatcher that dies held is only what it was attempting."""
         reserved: list[tuple[int, int]] = []  # (subscription, claims) held in its window while it claims them
         lease_ends = time.monotonic() + self._lease  # before the transaction: never later than the database's
         try:
-            claimed, queued, full = await self._queue_new(reserved)
+            claimed, queued, more = await self._queue_new(reserved)
             # Only now that the claims are committed: an attempt must not be made for a delivery never queued.
             for delivery in claimed:
                 self._ready.setdefault(delivery.target.subscription_id, deque()).append((lease_ends, delivery))
@@ -163,29 +169,36 @@ class SubscriptionDispatcher:
             self._claim_more.set()
         if queued:
             metrics.WEBHOOK_QUEUED.inc(queued)
-        return full
+        return more
 
     async def _queue_new(self, reserved: list[tuple[int, int]]) -> tuple[list[ClaimedDelivery], int, bool]:
-        """One transaction: each subscription's next page queued, the first attempts claimed; (claimed,
-        queued, whether a page was full)."""
-        full = False
+        """One transaction: each subscription's next events queued (claimed, as far as there is room), its cursor
+        moved past what was read and queued; (claimed, queued, whether one may have more to queue now)."""
+        more = False
         queued = 0
         claimed: list[ClaimedDelivery] = []
         first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
             await store.commit_without_flush(conn)
             for sub in await store.claim_for_fanout(conn):
-                subscription_id, cursor = sub.target.subscription_id, sub.cursor
+                subscription_id = sub.target.subscription_id
+                # A first attempt that waits is queued, not claimed: a page at a time, whatever this process holds.
+                room = self._window(subscription_id) if first_wait <= 0 else FANOUT_PAGE
+                if room <= 0:
+                    self._behind.add(subscription_id)
+                    continue
+                # No more events read than there is room for: every one wanted can be claimed, and the cursor
+                # moves past the page.
+                limit = min(room, FANOUT_PAGE)
                 try:
-                    page = await feed.read_page(conn, cursor, FANOUT_PAGE)
+                    page = await feed.read_page(conn, sub.cursor, limit)
                 except CursorExpired as exc:
                     # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
                     logger.warning("subscription %s: events before %s were pruned unread", subscription_id, exc.oldest)
-                    page = await feed.read_page(conn, exc.oldest, FANOUT_PAGE)
+                    page = await feed.read_page(conn, exc.oldest, limit)
                 wanted = filter_from_json(orjson.loads(sub.filter))
                 matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
-                # What the fan-out claims it attempts at once: only when the schedule's first attempt waits for none.
-                claim = max(0, min(len(matching), self._window(subscription_id))) if first_wait <= 0 else 0
+                claim = len(matching) if first_wait <= 0 else 0
                 # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
                 self._reserved[subscription_id] += claim
                 reserved.append((subscription_id, claim))
@@ -194,11 +207,16 @@ class SubscriptionDispatcher:
                 )
                 if len(matching) > claim:
                     self._maybe_due.add(subscription_id)
-                if page.next_cursor != cursor:
+                if page.next_cursor != sub.cursor:
                     await store.advance(conn, subscription_id, page.next_cursor)
                 queued += len(matching)
-                full |= len(page.events) == FANOUT_PAGE
-        return claimed, queued, full
+                if len(page.events) < limit:
+                    self._behind.discard(subscription_id)  # read up to the present
+                elif first_wait > 0 or self._window(subscription_id) > 0:
+                    more = True
+                else:
+                    self._behind.add(subscription_id)  # its attempts wake the fan-out as they free room
+        return claimed, queued, more
 
     # --- delivery --------------------------------------------------------------------------------------
 
@@ -328,6 +346,9 @@ class SubscriptionDispatcher:
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
             self._start_ready(subscription_id)
+            # Its feed has more than there was room for: read on once a batch's worth of room is free.
+            if subscription_id in self._behind and self._window(subscription_id) >= self._batch:
+                self._wake.set()
             # Claim more once the claims waiting here run low (a batch, not a round trip per attempt); the poll
             # every POLL_SECONDS finds the rest (retries coming due).
             ready = len(self._ready.get(subscription_id, ()))
