@@ -158,11 +158,14 @@ def _target(subscription_id: int, row: asyncpg.Record) -> Target:
 
 
 async def claim_for_fanout(conn: Connection) -> list[FanoutSubscription]:
-    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends."""
+    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends. The
+    transaction's commit does not wait for its WAL to reach disk (`commit_without_flush`, set by this very
+    statement: the fan-out runs as often as attempts free room, and a round trip is a good part of its cost)."""
     rows = await conn.fetch(
         f"""
         SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {_TARGET}
-        FROM subscriptions WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
+        FROM subscriptions, (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
+        WHERE enabled ORDER BY id FOR UPDATE OF subscriptions SKIP LOCKED
         """
     )
     return [
@@ -180,19 +183,22 @@ async def queue_deliveries(
     target: Target,
     events: Sequence[tuple[str, datetime, bytes]],
     first_wait: float,
+    read_to: Cursor,
     *,
     claim: int = 0,
     lease: float = 0.0,
 ) -> list[ClaimedDelivery]:
-    """A pending delivery per (event id, event time, body), due `first_wait` seconds on; an event already
-    queued for it stays as it is. The first `claim` of them are claimed at once too (leased for `lease`
-    seconds, as `claim_due` would): the dispatcher that queues them attempts them once this transaction
-    commits, without reading them back (only their ids come back: the bodies are the caller's). Returns the
-    claimed ones."""
-    if not events:
-        return []
+    """A pending delivery per (event id, event time, body), due `first_wait` seconds on, and the subscription's
+    cursor moved to `read_to`, in one statement; an event already queued for it stays as it is. The first `claim`
+    of them are claimed at once too (leased for `lease` seconds, as `claim_due` would): the dispatcher that
+    queues them attempts them once this transaction commits, without reading them back (only their ids come
+    back: the bodies are the caller's). Returns the claimed ones."""
     rows = await conn.fetch(
         """
+        WITH moved AS (
+            UPDATE subscriptions SET cursor_tx = $8::text::xid8, cursor_position = $9
+            WHERE id = $1 AND (cursor_tx, cursor_position) <> ($8::text::xid8, $9)
+        )
         INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at, leased_until)
         SELECT $1, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8),
                CASE WHEN e.n <= $6::int THEN now() + make_interval(secs => $7::float8) END
@@ -207,20 +213,13 @@ async def queue_deliveries(
         first_wait,
         claim,
         lease,
+        str(read_to.tx),
+        read_to.position,
     )
     bodies = {event_id: body for event_id, _, body in events}
     return sorted(
         (ClaimedDelivery(r["id"], r["event_id"], bodies[r["event_id"]], 0, target) for r in rows if r["claimed"]),
         key=lambda claimed: claimed.id,
-    )
-
-
-async def advance(conn: Connection, subscription_id: int, cursor: Cursor) -> None:
-    await conn.execute(
-        "UPDATE subscriptions SET cursor_tx = $2::text::xid8, cursor_position = $3 WHERE id = $1",
-        subscription_id,
-        str(cursor.tx),
-        cursor.position,
     )
 
 
@@ -443,6 +442,11 @@ async def replay_events(conn: Connection, subscription_id: int, event_ids: Seque
 # --- metrics -----------------------------------------------------------------------------------------------
 
 
+# Events not read yet are counted up to this many: a count reads every one, and a subscriber that hangs for
+# hours leaves millions. Past it the backlog gauge stays put; its oldest age goes on growing.
+UNREAD_COUNTED = 1_000_000
+
+
 async def backlog(conn: Connection) -> list[asyncpg.Record]:
     """Per subscription: its backlog (pending deliveries, and for an enabled one the events its fan-out has not
     read yet, wanted by its filter or not: a dispatcher slower than the feed leaves them there), when the oldest
@@ -456,11 +460,16 @@ async def backlog(conn: Connection) -> list[asyncpg.Record]:
             WHERE subscription_id = s.id AND state = 'pending'
         ) AS d
         CROSS JOIN LATERAL (
-            SELECT count(*) AS unread, min(at) AS oldest FROM events
-            WHERE s.enabled AND (tx, position) > (s.cursor_tx, s.cursor_position)
+            SELECT (SELECT count(*) FROM (
+                        SELECT FROM events WHERE s.enabled AND (tx, position) > (s.cursor_tx, s.cursor_position)
+                        LIMIT $1) AS counted) AS unread,
+                   -- The feed's order follows time closely: its first unread event is about its oldest.
+                   (SELECT at FROM events WHERE s.enabled AND (tx, position) > (s.cursor_tx, s.cursor_position)
+                    ORDER BY tx, position LIMIT 1) AS oldest
         ) AS e
         ORDER BY s.id
-        """
+        """,
+        UNREAD_COUNTED,
     )
 
 

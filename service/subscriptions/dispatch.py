@@ -115,7 +115,7 @@ class SubscriptionDispatcher:
         self._looked_at = 0.0  # when the claimer last asked the database which subscriptions have any due
         # Per subscription, the task making its retries due now (`_retry_now`): one at a time.
         self._pulling: dict[int, asyncio.Task[None]] = {}
-        self._metrics_at = 0.0
+        self._gauges: asyncio.Task[None] | None = None
         self._shown: set[str] = set()  # the subscriptions the per-subscription gauges show
         self._finished: list[Finished] = []  # attempts made, not recorded yet
         self._recorded = asyncio.Event()  # set when there is something for the recorder
@@ -179,7 +179,6 @@ class SubscriptionDispatcher:
         claimed: list[ClaimedDelivery] = []
         first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
-            await store.commit_without_flush(conn)
             for sub in await store.claim_for_fanout(conn):
                 subscription_id = sub.target.subscription_id
                 # A first attempt that waits is queued, not claimed: a page at a time, whatever this process holds.
@@ -202,13 +201,12 @@ class SubscriptionDispatcher:
                 # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
                 self._reserved[subscription_id] += claim
                 reserved.append((subscription_id, claim))
-                claimed += await store.queue_deliveries(
-                    conn, sub.target, matching, first_wait, claim=claim, lease=self._lease
-                )
+                if matching or page.next_cursor != sub.cursor:
+                    claimed += await store.queue_deliveries(
+                        conn, sub.target, matching, first_wait, page.next_cursor, claim=claim, lease=self._lease
+                    )
                 if len(matching) > claim:
                     self._maybe_due.add(subscription_id)
-                if page.next_cursor != sub.cursor:
-                    await store.advance(conn, subscription_id, page.next_cursor)
                 queued += len(matching)
                 if len(page.events) < limit:
                     self._behind.discard(subscription_id)  # read up to the present
@@ -455,9 +453,21 @@ class SubscriptionDispatcher:
     async def fan_out_once(self) -> None:
         while await self.fan_out() and not self._stop.is_set():
             pass
-        if time.monotonic() - self._metrics_at >= METRICS_EVERY:
-            self._metrics_at = time.monotonic()
-            await self.refresh_metrics()
+
+    async def _refresh_metrics_forever(self) -> None:
+        """The backlog gauges every `METRICS_EVERY`, in a loop of their own: counting a long backlog must not
+        hold up the fan-out."""
+        while not self._stop.is_set():
+            try:
+                await self.refresh_metrics()
+            except Exception as exc:
+                if is_unavailable(exc):
+                    logger.warning("subscription metrics not refreshed, database unavailable: %s", type(exc).__name__)
+                else:
+                    logger.exception("subscription metrics not refreshed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(METRICS_EVERY):
+                    await self._stop.wait()
 
     async def _fan_out_forever(self) -> None:
         """New events, every `POLL_SECONDS`."""
@@ -490,6 +500,7 @@ class SubscriptionDispatcher:
         self._task = asyncio.create_task(self._fan_out_forever(), name="subscription-fan-out")
         self._claimer = asyncio.create_task(self._claim_forever(), name="subscription-claimer")
         self._recorder = asyncio.create_task(self._record_forever(), name="subscription-recorder")
+        self._gauges = asyncio.create_task(self._refresh_metrics_forever(), name="subscription-metrics")
 
     async def stop(self) -> None:
         """Stop claiming; give attempts in flight a moment to finish, cancel the rest (their leases run out
@@ -497,10 +508,10 @@ class SubscriptionDispatcher:
         self._stop.set()
         self._wake.set()
         self._claim_more.set()
-        for loop in (self._task, self._claimer):
+        for loop in (self._task, self._claimer, self._gauges):
             if loop is not None:
                 await loop
-        self._task = self._claimer = None
+        self._task = self._claimer = self._gauges = None
         self._ready.clear()  # claimed, never attempted: their leases pass and they are due again
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=min(STOP_GRACE, self._timeout))
