@@ -150,6 +150,9 @@ def test_replay_since_queues_delivered_events_again(app: TestClient) -> None:
         assert answer.json()["data"] == {"queued": 2, "not_found": []}
         got = receiver.wait_for(4)
         assert sorted(r.headers["webhook-id"] for r in got[2:]) == sorted(r.headers["webhook-id"] for r in got[:2])
+        # A delivered delivery keeps no body: the replay sends the event's, made again from the feed, byte for byte.
+        first = {r.headers["webhook-id"]: r.body for r in got[:2]}
+        assert {r.headers["webhook-id"]: r.body for r in got[2:]} == first
         for body, code in [
             ({}, 11),
             ({"since": "x"}, 1),
@@ -158,6 +161,53 @@ def test_replay_since_queues_delivered_events_again(app: TestClient) -> None:
         ]:
             refused = app.post(f"/subscriptions/{sub['id']}/replay", json=body)
             assert (refused.status_code, refused.json()["code"]) == (400, code), body
+
+
+def test_a_delivery_keeps_its_body_only_while_it_may_be_sent_again(app: TestClient, db: str) -> None:
+    """Delivered: no body kept. Failed after its last attempt: the body kept, and a replay sends the same bytes."""
+    with receiving(lambda n: Answer(500) if n < 4 else Answer(200)) as receiver:
+        sub = subscribe(app, receiver, filter={"campaigns": ["kept"]})
+        app.post("/dlr/generic", json={"id": "kept-1", "status": "DELIVRD", "campaign": "kept"})
+        failed = wait_until(lambda: deliveries(app, sub["id"], state="failed"))
+        kept = "SELECT body IS NOT NULL AS kept FROM deliveries WHERE event_id = $1"
+        assert [r["kept"] for r in fetch(db, kept, failed[0]["event_id"])] == [True]
+        assert app.post(f"/subscriptions/{sub['id']}/replay", json={"event_ids": [failed[0]["event_id"]]}).json()[
+            "data"
+        ] == {"queued": 1, "not_found": []}
+        got = receiver.wait_for(5)
+        assert len({r.body for r in got}) == 1  # four failed attempts and the replay: the same bytes
+        wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
+        assert [r["kept"] for r in fetch(db, kept, failed[0]["event_id"])] == [False]
+
+
+def test_replaying_a_delivered_event_the_feed_no_longer_keeps_fails_it_saying_why(app: TestClient, db: str) -> None:
+    """A delivered delivery keeps no body: once the feed has pruned its event, a replay cannot send it. It is
+    failed, its last attempt saying why, and the subscription is not marked failing (its subscriber did not fail)."""
+    with receiving() as receiver:
+        sub = subscribe(app, receiver)
+        app.post("/dlr/generic", json={"id": "pruned-1", "status": "DELIVRD"})
+        receiver.wait_for(1)
+        wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
+
+        async def age() -> None:  # the clock cannot move on 8 days: the feed's events are aged instead
+            conn = await asyncpg.connect(db)
+            try:
+                await conn.execute("UPDATE events SET at = now() - interval '8 days'")
+            finally:
+                await conn.close()
+
+        asyncio.run(age())
+        env = {**os.environ, "DATABASE_URL": db, "DLR_EVENT_RETENTION": "7d"}
+        swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
+        assert swept.returncode == 0, swept.stderr
+        assert fetch(db, "SELECT count(*) AS n FROM events")[0]["n"] == 0
+        replayed = app.post(f"/subscriptions/{sub['id']}/replay", json={"since": "2020-01-01T00:00:00Z"})
+        assert replayed.json()["data"] == {"queued": 1, "not_found": []}
+        failed = wait_until(lambda: deliveries(app, sub["id"], state="failed"))
+        assert "no longer in the feed" in failed[0]["attempts"][-1]["error"]
+        assert app.get(f"/subscriptions/{sub['id']}").json()["data"]["failing_since"] is None
+        time.sleep(0.3)
+        assert len(receiver.received) == 1  # nothing was sent
 
 
 def test_410_disables_the_subscription(app: TestClient) -> None:

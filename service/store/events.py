@@ -9,8 +9,11 @@ order the writers commit in (migrations/versions/0006_event_feed.py says why `po
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
+
+import asyncpg
 
 from service.ledger import MessageRecord
 from service.statuses import Status
@@ -108,17 +111,32 @@ async def read_page(
         """,
         *args,
     )
-    events = [
-        FeedEvent(
-            Cursor(int(row[0]), row[1]),
-            record_from_row(row[5:]),
-            None if row[3] is None else STATUS_BY_VALUE[row[3]],
-            row[2],
-            row[4],
-        )
-        for row in rows
-    ]
+    events = [_event(row) for row in rows]
     return Page(events, events[-1].cursor if events else after)
+
+
+def _event(row: asyncpg.Record) -> FeedEvent:
+    """A row selected as `tx::text, position, EVENT_COLUMNS`."""
+    return FeedEvent(
+        Cursor(int(row[0]), row[1]),
+        record_from_row(row[5:]),
+        None if row[3] is None else STATUS_BY_VALUE[row[3]],
+        row[2],
+        row[4],
+    )
+
+
+async def events_at(conn: Connection, cursors: Sequence[Cursor]) -> dict[Cursor, FeedEvent]:
+    """The events at these places of the feed that it still keeps."""
+    rows = await conn.fetch(
+        f"""
+        SELECT tx::text AS tx_text, position, {EVENT_COLUMNS} FROM events
+        WHERE (tx, position) IN (SELECT * FROM unnest($1::text[]::xid8[], $2::bigint[]))
+        """,
+        [str(c.tx) for c in cursors],
+        [c.position for c in cursors],
+    )
+    return {event.cursor: event for event in map(_event, rows)}
 
 
 async def prune(conn: Connection, before: datetime, limit: int) -> int:

@@ -130,7 +130,8 @@ class ClaimedDelivery(NamedTuple):
 
     id: int
     event_id: str
-    body: bytes
+    body: bytes | None  # None: not kept (see `queue_deliveries`), to be made again from the feed
+    kept: bool  # the delivery's row holds the body
     attempt_count: int
     target: Target
 
@@ -192,7 +193,12 @@ async def queue_deliveries(
     cursor moved to `read_to`, in one statement; an event already queued for it stays as it is. The first `claim`
     of them are claimed at once too (leased for `lease` seconds, as `claim_due` would): the dispatcher that
     queues them attempts them once this transaction commits, without reading them back (only their ids come
-    back: the bodies are the caller's). Returns the claimed ones."""
+    back). Returns the claimed ones.
+
+    A claimed delivery's body is not kept: the dispatcher holds it, nearly every first attempt succeeds, and the
+    body was most of what a delivery wrote. It is kept when an attempt fails (`record_attempts`), so that every
+    retry sends the same bytes; a delivery whose attempt never ended (its dispatcher died) or a delivered one
+    replayed is sent the event's body made again from the feed."""
     rows = await conn.fetch(
         """
         WITH moved AS (
@@ -209,7 +215,7 @@ async def queue_deliveries(
         target.subscription_id,
         [e[0] for e in events],
         [e[1] for e in events],
-        [e[2] for e in events],
+        [None if n < claim else e[2] for n, e in enumerate(events)],
         first_wait,
         claim,
         lease,
@@ -218,7 +224,11 @@ async def queue_deliveries(
     )
     bodies = {event_id: body for event_id, _, body in events}
     return sorted(
-        (ClaimedDelivery(r["id"], r["event_id"], bodies[r["event_id"]], 0, target) for r in rows if r["claimed"]),
+        (
+            ClaimedDelivery(r["id"], r["event_id"], bodies[r["event_id"]], False, 0, target)
+            for r in rows
+            if r["claimed"]
+        ),
         key=lambda claimed: claimed.id,
     )
 
@@ -265,7 +275,10 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
     if not rows:
         return []
     target = _target(subscription_id, rows[0])
-    return [ClaimedDelivery(r["id"], r["event_id"], r["body"], r["attempt_count"], target) for r in rows]
+    return [
+        ClaimedDelivery(r["id"], r["event_id"], r["body"], r["body"] is not None, r["attempt_count"], target)
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +289,7 @@ class AttemptRecord:
     attempt: dict[str, Any]
     state: str
     next_attempt_at: datetime | None
+    body: bytes | None  # to keep, when the row does not hold it yet; a delivered delivery keeps none
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,22 +331,46 @@ async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], s
             [c.since for c in ordered],
             [c.disable for c in ordered],
         )
-        # One JSON document, not four arrays: one orjson call, where asyncpg would encode each element in Python.
+        # One JSON document, not five arrays: one orjson call, where asyncpg would encode each element in Python.
+        # A body is JSON text: it travels as a string.
         await conn.execute(
             """
             UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
                    attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
-                   leased_until = NULL, updated_at = now()
-            FROM json_to_recordset($1::json) AS a(id bigint, attempt jsonb, state text, next_at timestamptz)
+                   leased_until = NULL, updated_at = now(),
+                   body = CASE WHEN a.state = 'delivered' THEN NULL
+                               ELSE coalesce(d.body, convert_to(a.body, 'UTF8')) END
+            FROM json_to_recordset($1::json) AS a(id bigint, attempt jsonb, state text, next_at timestamptz, body text)
             WHERE d.id = a.id
             """,
             json_rows(
                 [
-                    {"id": a.delivery_id, "attempt": a.attempt, "state": a.state, "next_at": a.next_attempt_at}
+                    {
+                        "id": a.delivery_id,
+                        "attempt": a.attempt,
+                        "state": a.state,
+                        "next_at": a.next_attempt_at,
+                        "body": None if a.body is None else a.body.decode(),
+                    }
                     for a in attempts
                 ]
             ),
         )
+
+
+async def fail_unsendable(conn: Connection, delivery_ids: Sequence[int], why: str) -> None:
+    """Claimed deliveries that cannot be sent at all: failed, an attempt saying why appended, lease ended."""
+    await conn.execute(
+        """
+        UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, leased_until = NULL, updated_at = now(),
+               attempts = attempts || jsonb_build_array(jsonb_build_object(
+                   'at', now(), 'status', NULL, 'error', $2::text, 'duration', 0)),
+               attempt_count = attempt_count + 1
+        WHERE id = any($1::bigint[])
+        """,
+        list(delivery_ids),
+        why,
+    )
 
 
 async def retry_now(conn: Connection, subscription_id: int, beyond: float, limit: int) -> int:

@@ -52,7 +52,7 @@ from service.errors import is_unavailable
 from service.http import views
 from service.store import events as feed
 from service.store import subscriptions as store
-from service.store.events import CursorExpired, FeedEvent
+from service.store.events import Cursor, CursorExpired, FeedEvent
 from service.store.subscriptions import ClaimedDelivery, Target
 from service.subscriptions import policy, signing
 from service.subscriptions.address_guard import socket_factory
@@ -66,6 +66,7 @@ FANOUT_PAGE = 500  # events read per subscription per transaction
 LEASE_MARGIN = 5.0  # seconds past the timeout before a claimed delivery may be taken again
 METRICS_EVERY = 5.0
 RETRY_NOW_STEP = 1000  # retries made due per statement when a subscriber is back
+UNSENDABLE = "the event is no longer in the feed (pruned), and this delivery kept no body to send"
 RECORD_BATCH = 100  # attempts recorded at once without waiting for more
 RECORD_LINGER = 0.02  # seconds a smaller batch waits for more attempts to finish
 STOP_GRACE = 5.0  # seconds in-flight attempts get to finish at shutdown (the rest are retried, lease expired)
@@ -87,6 +88,7 @@ class Finished:
     attempt: policy.Attempt
     verdict: policy.Verdict
     recovered: bool  # it ended an outage (policy.recovered)
+    body: bytes | None  # the body for the delivery to keep, when it does not yet and is not delivered
 
 
 class SubscriptionDispatcher:
@@ -278,10 +280,27 @@ class SubscriptionDispatcher:
                     self._maybe_due.discard(subscription_id)  # all that is due now is claimed
                 else:
                     self._maybe_due.add(subscription_id)
+                rows = await self._with_bodies(conn, rows)
                 self._ready.setdefault(subscription_id, deque()).extend((lease_ends, row) for row in rows)
                 self._start_ready(subscription_id)
                 claimed += len(rows)
         return claimed
+
+    async def _with_bodies(self, conn: asyncpg.Connection, rows: list[ClaimedDelivery]) -> list[ClaimedDelivery]:
+        """Claimed deliveries that keep no body (their dispatcher died during the first attempt, or a delivered one
+        is replayed) get their event's, made again from the feed. One whose event the feed no longer keeps cannot
+        be sent: it is failed, saying why (a subscriber's streak is not touched: it did not fail)."""
+        missing = {row.id: Cursor.parse(row.event_id) for row in rows if row.body is None}
+        if not missing:
+            return rows
+        found = await feed.events_at(conn, [cursor for cursor in missing.values() if cursor is not None])
+        gone = {delivery_id for delivery_id, cursor in missing.items() if cursor not in found}
+        if gone:
+            await store.fail_unsendable(conn, sorted(gone), UNSENDABLE)
+            metrics.WEBHOOK_DELIVERIES.labels(policy.FAILED).inc(len(gone))
+            logger.warning("%d deliveries failed: %s", len(gone), UNSENDABLE)
+        made = {i: payload(found[cursor]) for i, cursor in missing.items() if cursor is not None and cursor in found}
+        return [row if row.body is not None else row._replace(body=made[row.id]) for row in rows if row.id not in gone]
 
     def _waiting(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
@@ -298,6 +317,7 @@ class SubscriptionDispatcher:
         at = datetime.now(UTC)
         started = time.perf_counter()
         body = delivery.body
+        assert body is not None  # made again before the claim was started (`_with_bodies`)
         try:
             headers = signing.headers(delivery.event_id, at, body, self._secrets(delivery.target, at))
         except SealError as exc:
@@ -336,7 +356,8 @@ class SubscriptionDispatcher:
                 random.uniform(*policy.JITTER),  # noqa: S311 - spreading retries, not security
             )
             recovered = policy.recovered(attempt, failing_since, self._settings.delivery_schedule)
-            self._finished.append(Finished(delivery.id, subscription_id, attempt, verdict, recovered))
+            keep = None if verdict.state == policy.DELIVERED or delivery.kept else delivery.body
+            self._finished.append(Finished(delivery.id, subscription_id, attempt, verdict, recovered, keep))
             self._recorded.set()
         except Exception:
             # Not recorded: the lease runs out and the delivery is tried again (at least once).
@@ -374,7 +395,7 @@ class SubscriptionDispatcher:
             disable = next((d.verdict.disable for d in done_here if d.verdict.disable is not None), None)
             streaks.append(store.StreakChange(subscription_id, change.ended, change.since, disable))
         records = [
-            store.AttemptRecord(d.delivery_id, d.attempt.to_json(), d.verdict.state, d.verdict.next_attempt_at)
+            store.AttemptRecord(d.delivery_id, d.attempt.to_json(), d.verdict.state, d.verdict.next_attempt_at, d.body)
             for d in batch
         ]
         try:
