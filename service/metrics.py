@@ -162,7 +162,7 @@ WEBHOOK_QUEUED = Counter("dlr_webhook_events_queued_total", "Feed events queued 
 # Per subscription (the label is its id: as many as an admin creates), as of the dispatcher's last look.
 SUBSCRIPTION_BACKLOG = Gauge(
     "dlr_subscription_backlog",
-    "Deliveries pending (queued or waiting for a retry) and events not read yet (up to a million), by subscription",
+    "Deliveries pending (queued or waiting for a retry) and about how many events are not read yet, by subscription",
     ["subscription"],
     multiprocess_mode="max",
 )
