@@ -4,11 +4,12 @@
 Three steps, each safe with any number of processes:
 
 1. Fan-out: the enabled subscriptions are locked with SKIP LOCKED, each one's feed after its cursor is read
-   gap-free (store/events.read_page), the events its filter matches become pending deliveries, and its cursor
-   moves, all in one transaction: an event is queued once, or not at all and read again. As many as this
-   process may hold (step 2's window) are claimed as they are queued, and started once the transaction has
-   committed, as far as there is room: a delivery the dispatcher keeps up with is written twice (queued and
-   claimed, then recorded), not three times.
+   gap-free (store/events.read_page), no more events than this process has room to attempt (step 2's window),
+   the events its filter matches become deliveries claimed as they are queued, and its cursor moves past what
+   was read, all in one transaction: an event is queued once, or not at all and read again. Only what is claimed
+   is queued: a subscriber slower than the feed leaves its backlog in the feed, read as its attempts free room
+   (they wake the fan-out), so every delivery is written twice (queued and claimed, then recorded). The fan-out
+   holds the bodies: the rows keep none (store/subscriptions.queue_deliveries).
 2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (`leased_until`, past the
    timeout: a column no index holds, so a claim writes no index entry) before any POST, so a process that
    dies mid-attempt leaves them to any process once the lease passes: at least once. Attempts run as tasks,
@@ -17,12 +18,14 @@ Three steps, each safe with any number of processes:
    a round trip in between (a claimed delivery not started while its lease still covers an attempt is left for the
    lease to pass).
 3. Recording: finished attempts are written back in batches, one transaction for whatever finished while
-   the previous batch was being written (a pipeline: attempts go on while their results are recorded).
+   the previous batch was being written, or in the 20 ms a small batch waits (a pipeline: attempts go on while
+   their results are recorded). A failed attempt stores the body, so that every retry sends the same bytes.
    A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
 
-Each step is a loop of its own: the fan-out every `POLL_SECONDS`; the claimer whenever an attempt ends while
-more may be due and its claims run low, the fan-out queued more than it could claim, or `POLL_SECONDS`
-passed; the recorder whenever attempts ended. So
+Each step is a loop of its own (and the backlog gauges a fourth): the fan-out every `POLL_SECONDS` and when
+attempts free room for a subscription whose feed has more; the claimer whenever an attempt ends while
+more may be due and its claims run low, the fan-out queued first attempts that wait (a schedule whose first
+wait is not 0), or `POLL_SECONDS` passed; the recorder whenever attempts ended. So
 a fan-out transaction waiting on a busy database (as ingest's do) holds up neither a backlog's drain nor the
 recording. Ingest never waits on any of this: it writes its feed row as always. The fan-out is not woken by
 this process's commits (`ChangeSignal`): with that wake-up, schemathesis' ASGI run
