@@ -370,8 +370,14 @@ class SubscriptionDispatcher:
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
             self._start_ready(subscription_id)
-            # Its feed has more than there was room for: read on once a batch's worth of room is free.
-            if subscription_id in self._behind and self._window(subscription_id) >= self._batch:
+            # Its feed has more than there was room for: read on once a batch's worth of room is free. Not while
+            # deliveries of its are due (a subscriber back from an outage): those the claimer takes first, as many
+            # to a round trip, where each fan-out is a transaction of its own for a handful of new events.
+            if (
+                subscription_id in self._behind
+                and subscription_id not in self._maybe_due
+                and self._window(subscription_id) >= self._batch
+            ):
                 self._wake.set()
             # Claim more once the claims waiting here run low (a batch, not a round trip per attempt); the poll
             # every POLL_SECONDS finds the rest (retries coming due).
