@@ -103,6 +103,19 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+def arrange(dsn: str, sql: str, *args: object) -> None:
+    """Change the database directly to arrange what no request can: the clock cannot move, so rows are aged."""
+    asyncio.run(_execute(dsn, sql, *args))
+
+
+async def _execute(dsn: str, sql: str, *args: object) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
 def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     """Read the database directly: to check what was (not) stored, never to arrange behaviour."""
 

@@ -17,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.store import events as feed
-from tests.conftest import fetch
+from tests.conftest import arrange, fetch
 from tests.processes import ServiceProcess, command
 
 OVERDUE = "2020-01-01T00:00:00Z"
@@ -304,15 +304,7 @@ def test_a_sweep_pass_prunes_events_past_their_retention(client: TestClient, db:
     client.post("/messages", json=[{"id": "old1"}, {"id": "old2"}])
     first = events(client, limit=1)["next_cursor"]
     client.post("/messages", json={"id": "young"})
-
-    async def age() -> None:  # the clock cannot be moved: the first two events are made an hour old instead
-        conn = await asyncpg.connect(db)
-        try:
-            await conn.execute("UPDATE events SET at = at - interval '1 hour' WHERE id IN ('old1', 'old2')")
-        finally:
-            await conn.close()
-
-    asyncio.run(age())
+    arrange(db, "UPDATE events SET at = at - interval '1 hour' WHERE id IN ('old1', 'old2')")
     env = {**os.environ, "DATABASE_URL": db, "DLR_EVENT_RETENTION": "10m"}
     swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
     assert swept.returncode == 0, swept.stderr

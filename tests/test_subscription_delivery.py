@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import DEFAULT_DELIVERY_SCHEDULE, Settings
-from tests.conftest import fetch
+from tests.conftest import arrange, fetch
 from tests.processes import command, free_port
 from tests.webhook_receiver import Answer, Receiver, receiving
 
@@ -188,15 +188,7 @@ def test_replaying_a_delivered_event_the_feed_no_longer_keeps_fails_it_saying_wh
         app.post("/dlr/generic", json={"id": "pruned-1", "status": "DELIVRD"})
         receiver.wait_for(1)
         wait_until(lambda: deliveries(app, sub["id"], state="delivered"))
-
-        async def age() -> None:  # the clock cannot move on 8 days: the feed's events are aged instead
-            conn = await asyncpg.connect(db)
-            try:
-                await conn.execute("UPDATE events SET at = now() - interval '8 days'")
-            finally:
-                await conn.close()
-
-        asyncio.run(age())
+        arrange(db, "UPDATE events SET at = now() - interval '8 days'")
         env = {**os.environ, "DATABASE_URL": db, "DLR_EVENT_RETENTION": "7d"}
         swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
         assert swept.returncode == 0, swept.stderr
