@@ -493,8 +493,8 @@ class SubscriptionDispatcher:
             pass
 
     async def _refresh_metrics_forever(self) -> None:
-        """The backlog gauges every `METRICS_EVERY`, in a loop of their own: counting a long backlog must not
-        hold up the fan-out."""
+        """The backlog gauges every `METRICS_EVERY`, in a loop of their own: their query waits on the database like
+        any other, and must not hold up the fan-out."""
         while not self._stop.is_set():
             try:
                 await self.refresh_metrics()
