@@ -144,29 +144,20 @@ class FanoutSubscription(NamedTuple):
     target: Target
 
 
-_TARGET = "url, secret, previous_secret, previous_secret_until, failing_since"
+_TARGET = ("url", "secret", "previous_secret", "previous_secret_until", "failing_since")
 
 
 def _target(subscription_id: int, row: asyncpg.Record) -> Target:
-    return Target(
-        subscription_id,
-        row["url"],
-        row["secret"],
-        row["previous_secret"],
-        row["previous_secret_until"],
-        row["failing_since"],
-    )
+    """A row holding the `_TARGET` columns."""
+    return Target(subscription_id, *(row[column] for column in _TARGET))
 
 
 async def claim_for_fanout(conn: Connection) -> list[FanoutSubscription]:
-    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends. The
-    transaction's commit does not wait for its WAL to reach disk (`commit_without_flush`, set by this very
-    statement: the fan-out runs as often as attempts free room, and a round trip is a good part of its cost)."""
+    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends."""
     rows = await conn.fetch(
         f"""
-        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {_TARGET}
-        FROM subscriptions, (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
-        WHERE enabled ORDER BY id FOR UPDATE OF subscriptions SKIP LOCKED
+        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {", ".join(_TARGET)}
+        FROM subscriptions WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
         """
     )
     return [
@@ -266,7 +257,7 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
         UPDATE deliveries AS d SET leased_until = now() + make_interval(secs => $3)
         FROM due, subscriptions AS s
         WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
-        RETURNING d.id, d.event_id, d.body, d.attempt_count, {", ".join(f"s.{c}" for c in _TARGET.split(", "))}
+        RETURNING d.id, d.event_id, d.body, d.attempt_count, {", ".join(f"s.{c}" for c in _TARGET)}
         """,
         subscription_id,
         limit,

@@ -186,6 +186,7 @@ class SubscriptionDispatcher:
         claimed: list[ClaimedDelivery] = []
         first_wait = self._settings.delivery_schedule[0]
         async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
+            await store.commit_without_flush(conn)
             for sub in await store.claim_for_fanout(conn):
                 subscription_id = sub.target.subscription_id
                 # A first attempt that waits is queued, not claimed: a page at a time, whatever this process holds.
