@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+from uuid import UUID
 
 import asyncpg
 
@@ -126,22 +127,37 @@ class Target(NamedTuple):
 
 
 class ClaimedDelivery(NamedTuple):
-    """A delivery this process holds the lease of: what its attempt sends, and to whom."""
+    """A delivery this process attempts: what its attempt sends, and to whom. `id` None: an event read by the
+    fan-out, whose delivery is written when its first attempt ends (`record_attempts`); otherwise a queued
+    delivery this process holds the lease of (`claim_due`)."""
 
-    id: int
+    id: int | None
     event_id: str
-    body: bytes | None  # None: not kept (see `queue_deliveries`), to be made again from the feed
+    event_at: datetime
+    body: bytes | None  # None: not kept (see `record_attempts`), to be made again from the feed
     kept: bool  # the delivery's row holds the body
     attempt_count: int
     target: Target
 
 
 class FanoutSubscription(NamedTuple):
-    """An enabled subscription locked for a fan-out: its filter (JSON text), its cursor, its target."""
+    """An enabled subscription, as the fan-out sees it: its filter (JSON text), its cursor, its target, and who
+    holds its fan-out lease (None: nobody, or the lease has passed)."""
 
     filter: str
     cursor: Cursor
     target: Target
+    owner: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutLease:
+    """A fan-out lease this process holds (taken with `token`), to renew, and the cursor to move it to: every event
+    before it has its delivery written (or none, its filter not matching)."""
+
+    subscription_id: int
+    token: UUID
+    cursor: Cursor
 
 
 _TARGET = ("url", "secret", "previous_secret", "previous_secret_until", "failing_since")
@@ -152,79 +168,135 @@ def _target(subscription_id: int, row: asyncpg.Record) -> Target:
     return Target(subscription_id, *(row[column] for column in _TARGET))
 
 
-async def claim_for_fanout(conn: Connection) -> list[FanoutSubscription]:
-    """The enabled subscriptions no other process is fanning out now, locked until the transaction ends."""
+async def fanout_subscriptions(conn: Connection) -> list[FanoutSubscription]:
+    """The enabled subscriptions, each with who holds its fan-out lease now. Nothing is locked: a lease is taken
+    (`take_fanout`) and kept (`keep_fanout`) by statements that check it."""
     rows = await conn.fetch(
         f"""
-        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {", ".join(_TARGET)}
-        FROM subscriptions WHERE enabled ORDER BY id FOR UPDATE SKIP LOCKED
+        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {", ".join(_TARGET)},
+               CASE WHEN fanout_until > now() THEN fanout_owner END AS owner
+        FROM subscriptions WHERE enabled ORDER BY id
         """
     )
     return [
-        FanoutSubscription(r["filter"], Cursor(int(r["cursor_tx"]), r["cursor_position"]), _target(r["id"], r))
+        FanoutSubscription(
+            r["filter"], Cursor(int(r["cursor_tx"]), r["cursor_position"]), _target(r["id"], r), r["owner"]
+        )
         for r in rows
     ]
 
 
-# A delivery no dispatcher holds: never claimed, or its claim's lease has passed (that dispatcher died).
-_NOT_LEASED = "(leased_until IS NULL OR leased_until <= now())"
+async def take_fanout(conn: Connection, subscription_id: int, token: UUID, lease: float) -> Cursor | None:
+    """Take a subscription's fan-out lease for `lease` seconds, if it is enabled and nobody holds it (or its
+    holder let it pass): the cursor to read its events from, or None. `token` is new for each take, so that a
+    holder whose lease passed and was taken knows it no longer holds it (`keep_fanout`)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE subscriptions SET fanout_owner = $2, fanout_until = now() + make_interval(secs => $3)
+        WHERE id = $1 AND enabled AND (fanout_until IS NULL OR fanout_until <= now())
+        RETURNING cursor_tx::text AS cursor_tx, cursor_position
+        """,
+        subscription_id,
+        token,
+        lease,
+    )
+    return None if row is None else Cursor(int(row["cursor_tx"]), row["cursor_position"])
+
+
+# The leases' renewal and cursors, as a JSON document's rows (`_lease_rows`): a cursor only ever moves forward.
+_KEEP_LEASE = """
+    fanout_until = CASE WHEN s.fanout_owner = u.token THEN {until} ELSE s.fanout_until END,
+    fanout_owner = CASE WHEN s.fanout_owner = u.token THEN {owner} ELSE s.fanout_owner END,
+    cursor_tx = CASE WHEN s.fanout_owner = u.token AND (u.tx::xid8, u.position) > (s.cursor_tx, s.cursor_position)
+                     THEN u.tx::xid8 ELSE s.cursor_tx END,
+    cursor_position = CASE WHEN s.fanout_owner = u.token
+                                AND (u.tx::xid8, u.position) > (s.cursor_tx, s.cursor_position)
+                           THEN u.position ELSE s.cursor_position END
+"""
+
+
+def _lease_rows(leases: Sequence[FanoutLease]) -> dict[int, dict[str, Any]]:
+    return {
+        lease.subscription_id: {
+            "id": lease.subscription_id,
+            "token": str(lease.token),
+            "tx": str(lease.cursor.tx),
+            "position": lease.cursor.position,
+        }
+        for lease in leases
+    }
+
+
+async def keep_fanout(
+    conn: Connection, leases: Sequence[FanoutLease], lease: float, *, release: bool = False
+) -> set[int]:
+    """Renew these leases for `lease` seconds (or, `release`, hand them back: the next fan-out of any process takes
+    them at once) and move their cursors: the subscriptions whose lease this process still held."""
+    if not leases:
+        return set()
+    rows = await conn.fetch(
+        f"""
+        UPDATE subscriptions AS s SET {
+            _KEEP_LEASE.format(
+                until="NULL" if release else "now() + make_interval(secs => $2::float8)",
+                owner="NULL" if release else "s.fanout_owner",
+            )
+        }
+        FROM json_to_recordset($1::json) AS u(id bigint, token uuid, tx text, position bigint)
+        WHERE s.id = u.id AND s.fanout_owner = u.token
+        RETURNING s.id
+        """,
+        json_rows(sorted(_lease_rows(leases).values(), key=lambda row: row["id"])),
+        *(() if release else (lease,)),
+    )
+    return {row["id"] for row in rows}
 
 
 async def queue_deliveries(
     conn: Connection,
-    target: Target,
+    fanout: FanoutLease,
+    lease: float,
     events: Sequence[tuple[str, datetime, bytes]],
     first_wait: float,
-    read_to: Cursor,
-    *,
-    claim: int = 0,
-    lease: float = 0.0,
-) -> list[ClaimedDelivery]:
+) -> bool:
     """A pending delivery per (event id, event time, body), due `first_wait` seconds on, and the subscription's
-    cursor moved to `read_to`, in one statement; an event already queued for it stays as it is. The first `claim`
-    of them are claimed at once too (leased for `lease` seconds, as `claim_due` would): the dispatcher that
-    queues them attempts them once this transaction commits, without reading them back (only their ids come
-    back). Returns the claimed ones.
-
-    A claimed delivery's body is not kept: the dispatcher holds it, nearly every first attempt succeeds, and the
-    body was most of what a delivery wrote. It is kept when an attempt fails (`record_attempts`), so that every
-    retry sends the same bytes; a delivery whose attempt never ended (its dispatcher died) or a delivered one
-    replayed is sent the event's body made again from the feed."""
-    rows = await conn.fetch(
-        """
+    cursor moved to the lease's, in one statement, if this process still holds the fan-out lease (renewed):
+    whether it did. An event already queued for it stays as it is. For a schedule whose first attempt waits: the
+    deliveries are claimed when due (`claim_due`)."""
+    held = await conn.fetchval(
+        f"""
         WITH moved AS (
-            UPDATE subscriptions SET cursor_tx = $8::text::xid8, cursor_position = $9
-            WHERE id = $1 AND (cursor_tx, cursor_position) <> ($8::text::xid8, $9)
+            UPDATE subscriptions AS s SET {
+            _KEEP_LEASE.format(until="now() + make_interval(secs => $6::float8)", owner="s.fanout_owner")
+        }
+            FROM (SELECT $1::bigint AS id, $7::uuid AS token, $8::text AS tx, $9::bigint AS position) AS u
+            WHERE s.id = u.id AND s.fanout_owner = u.token
+            RETURNING s.id
+        ), queued AS (
+            INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at)
+            SELECT moved.id, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8)
+            FROM moved, unnest($2::text[], $3::timestamptz[], $4::bytea[]) AS e(id, at, body)
+            ON CONFLICT (subscription_id, event_id) DO NOTHING
         )
-        INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, next_attempt_at, leased_until)
-        SELECT $1, e.id, e.at, e.body, 'pending', now() + make_interval(secs => $5::float8),
-               CASE WHEN e.n <= $6::int THEN now() + make_interval(secs => $7::float8) END
-        FROM unnest($2::text[], $3::timestamptz[], $4::bytea[]) WITH ORDINALITY AS e(id, at, body, n)
-        ON CONFLICT (subscription_id, event_id) DO NOTHING
-        RETURNING id, event_id, leased_until IS NOT NULL AS claimed
+        SELECT count(*) FROM moved
         """,
-        target.subscription_id,
+        fanout.subscription_id,
         [e[0] for e in events],
         [e[1] for e in events],
-        [None if n < claim else e[2] for n, e in enumerate(events)],
+        [e[2] for e in events],
         first_wait,
-        claim,
         lease,
-        str(read_to.tx),
-        read_to.position,
+        fanout.token,
+        str(fanout.cursor.tx),
+        fanout.cursor.position,
     )
-    bodies = {event_id: body for event_id, _, body in events}
-    return sorted(
-        (
-            ClaimedDelivery(r["id"], r["event_id"], bodies[r["event_id"]], False, 0, target)
-            for r in rows
-            if r["claimed"]
-        ),
-        key=lambda claimed: claimed.id,
-    )
+    return bool(held)
 
 
 # --- delivery ----------------------------------------------------------------------------------------------
+
+# A delivery no dispatcher holds: never claimed, or its claim's lease has passed (that dispatcher died).
+_NOT_LEASED = "(leased_until IS NULL OR leased_until <= now())"
 
 
 async def subscriptions_due(conn: Connection) -> list[int]:
@@ -257,7 +329,7 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
         UPDATE deliveries AS d SET leased_until = now() + make_interval(secs => $3)
         FROM due, subscriptions AS s
         WHERE d.id = due.id AND s.id = d.subscription_id AND s.enabled
-        RETURNING d.id, d.event_id, d.body, d.attempt_count, {", ".join(f"s.{c}" for c in _TARGET)}
+        RETURNING d.id, d.event_id, d.event_at, d.body, d.attempt_count, {", ".join(f"s.{c}" for c in _TARGET)}
         """,
         subscription_id,
         limit,
@@ -267,20 +339,38 @@ async def claim_due(conn: Connection, subscription_id: int, limit: int, lease: f
         return []
     target = _target(subscription_id, rows[0])
     return [
-        ClaimedDelivery(r["id"], r["event_id"], r["body"], r["body"] is not None, r["attempt_count"], target)
+        ClaimedDelivery(
+            r["id"], r["event_id"], r["event_at"], r["body"], r["body"] is not None, r["attempt_count"], target
+        )
         for r in rows
     ]
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One attempt to write back: the delivery's new state, and the attempt appended to its list."""
+    """One attempt to write back: the delivery's new state, and the attempt appended to its list. Of a delivery
+    not written yet (`delivery_id` None, a first attempt of the fan-out's): the delivery, made with it."""
 
-    delivery_id: int
+    delivery_id: int | None
+    subscription_id: int
+    event_id: str
+    event_at: datetime
     attempt: dict[str, Any]
     state: str
     next_attempt_at: datetime | None
     body: bytes | None  # to keep, when the row does not hold it yet; a delivered delivery keeps none
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.delivery_id,
+            "subscription_id": self.subscription_id,
+            "event_id": self.event_id,
+            "event_at": self.event_at,
+            "attempt": self.attempt,
+            "state": self.state,
+            "next_at": self.next_attempt_at,
+            "body": None if self.body is None else self.body.decode(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,59 +384,97 @@ class StreakChange:
     disable: str | None
 
 
-async def record_attempts(conn: Connection, attempts: Sequence[AttemptRecord], streaks: Sequence[StreakChange]) -> None:
-    """Attempts of any number of deliveries and subscriptions in one transaction of two statements: each
-    delivery's new state with its attempt appended, each subscription's failing streak and disabling.
-    Subscriptions first, in id order, as the fan-out locks them: two processes recording at once never
-    wait on each other in a cycle. A subscription whose streak the batch leaves as it was (nearly always:
-    answering, or still failing since the same time) is not written, so recording does not wait for the
-    fan-out's transaction, which holds the subscription's row, to end."""
-    ordered = sorted(streaks, key=lambda change: change.subscription_id)
+# A JSON document's rows, one per attempt (`AttemptRecord.row`): one orjson call, where asyncpg would encode each
+# element of five arrays in Python. A body is JSON text: it travels as a string.
+_ATTEMPTS = """json_to_recordset($1::json) AS a(
+    id bigint, subscription_id bigint, event_id text, event_at timestamptz, attempt jsonb, state text,
+    next_at timestamptz, body text)"""
+
+
+async def record_attempts(
+    conn: Connection,
+    attempts: Sequence[AttemptRecord],
+    streaks: Sequence[StreakChange],
+    leases: Sequence[FanoutLease] = (),
+    lease: float = 0.0,
+) -> set[int]:
+    """Attempts of any number of deliveries and subscriptions in one transaction: each subscription's failing
+    streak and disabling, and the fan-out leases renewed (for `lease` seconds) with their cursors moved past the
+    deliveries written here, in one statement; each queued delivery's new state with its attempt appended; each
+    delivery not written yet inserted with its first attempt (none for a subscription deleted meanwhile, and an
+    event that has one already keeps it). Returns the subscriptions whose lease this process still held.
+
+    A subscription whose streak the batch leaves as it was (nearly always: answering, or still failing since the
+    same time) and whose lease is not given is not written."""
+    by_id: dict[int, dict[str, Any]] = _lease_rows(leases)
+    for change in streaks:
+        by_id.setdefault(change.subscription_id, {"id": change.subscription_id}).update(
+            streak=True, ended=change.ended, since=change.since, disable=change.disable
+        )
+    # In id order, as every statement writing several subscriptions takes them: two processes recording at once
+    # do not wait on each other in a cycle.
+    subscriptions = [by_id[key] for key in sorted(by_id)]
+    queued = [a.row() for a in attempts if a.delivery_id is not None]
+    first = [a.row() for a in attempts if a.delivery_id is None]
     async with conn.transaction():
         await commit_without_flush(conn)
-        await conn.execute(
-            """
-            UPDATE subscriptions AS s SET
-                failing_since = CASE WHEN u.ended THEN u.since ELSE coalesce(s.failing_since, u.since) END,
-                enabled = s.enabled AND u.disable IS NULL,
-                disabled_reason = CASE WHEN s.enabled AND u.disable IS NOT NULL THEN u.disable
-                                       ELSE s.disabled_reason END
-            FROM unnest($1::bigint[], $2::bool[], $3::timestamptz[], $4::text[]) AS u(id, ended, since, disable)
-            WHERE s.id = u.id AND (
-                s.failing_since IS DISTINCT FROM
-                    CASE WHEN u.ended THEN u.since ELSE coalesce(s.failing_since, u.since) END
-                OR (s.enabled AND u.disable IS NOT NULL))
-            """,
-            [c.subscription_id for c in ordered],
-            [c.ended for c in ordered],
-            [c.since for c in ordered],
-            [c.disable for c in ordered],
-        )
-        # One JSON document, not five arrays: one orjson call, where asyncpg would encode each element in Python.
-        # A body is JSON text: it travels as a string.
-        await conn.execute(
-            """
-            UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
-                   attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
-                   leased_until = NULL, updated_at = now(),
-                   body = CASE WHEN a.state = 'delivered' THEN NULL
-                               ELSE coalesce(d.body, convert_to(a.body, 'UTF8')) END
-            FROM json_to_recordset($1::json) AS a(id bigint, attempt jsonb, state text, next_at timestamptz, body text)
-            WHERE d.id = a.id
-            """,
-            json_rows(
-                [
-                    {
-                        "id": a.delivery_id,
-                        "attempt": a.attempt,
-                        "state": a.state,
-                        "next_at": a.next_attempt_at,
-                        "body": None if a.body is None else a.body.decode(),
-                    }
-                    for a in attempts
-                ]
-            ),
-        )
+        held: set[int] = set()
+        if subscriptions:
+            rows = await conn.fetch(
+                f"""
+                UPDATE subscriptions AS s SET
+                    failing_since = CASE WHEN NOT u.streak THEN s.failing_since WHEN u.ended THEN u.since
+                                         ELSE coalesce(s.failing_since, u.since) END,
+                    enabled = s.enabled AND NOT (u.streak AND u.disable IS NOT NULL),
+                    disabled_reason = CASE WHEN u.streak AND s.enabled AND u.disable IS NOT NULL THEN u.disable
+                                           ELSE s.disabled_reason END,
+                    {_KEEP_LEASE.format(until="now() + make_interval(secs => $2::float8)", owner="s.fanout_owner")}
+                FROM (
+                    SELECT id, token, tx, position, coalesce(streak, false) AS streak, ended, since, disable
+                    FROM json_to_recordset($1::json) AS j(
+                        id bigint, token uuid, tx text, position bigint, streak bool, ended bool, since timestamptz,
+                        disable text)
+                ) AS u
+                WHERE s.id = u.id AND (
+                    s.fanout_owner = u.token
+                    OR (u.streak AND (
+                        s.failing_since IS DISTINCT FROM
+                            CASE WHEN u.ended THEN u.since ELSE coalesce(s.failing_since, u.since) END
+                        OR (s.enabled AND u.disable IS NOT NULL))))
+                RETURNING s.id, s.fanout_owner = u.token AS held
+                """,
+                json_rows(subscriptions),
+                lease,
+            )
+            held = {row["id"] for row in rows if row["held"]}
+        if queued:
+            await conn.execute(
+                f"""
+                UPDATE deliveries AS d SET attempts = d.attempts || jsonb_build_array(a.attempt),
+                       attempt_count = d.attempt_count + 1, state = a.state, next_attempt_at = a.next_at,
+                       leased_until = NULL, updated_at = now(),
+                       body = CASE WHEN a.state = 'delivered' THEN NULL
+                                   ELSE coalesce(d.body, convert_to(a.body, 'UTF8')) END
+                FROM {_ATTEMPTS}
+                WHERE d.id = a.id
+                """,
+                json_rows(queued),
+            )
+        if first:
+            await conn.execute(
+                f"""
+                INSERT INTO deliveries (subscription_id, event_id, event_at, body, state, attempt_count, attempts,
+                                        next_attempt_at)
+                SELECT a.subscription_id, a.event_id, a.event_at,
+                       CASE WHEN a.state = 'delivered' THEN NULL ELSE convert_to(a.body, 'UTF8') END,
+                       a.state, 1, jsonb_build_array(a.attempt), a.next_at
+                FROM {_ATTEMPTS}
+                JOIN subscriptions AS s ON s.id = a.subscription_id
+                ON CONFLICT (subscription_id, event_id) DO NOTHING
+                """,
+                json_rows(first),
+            )
+    return held
 
 
 async def fail_unsendable(conn: Connection, delivery_ids: Sequence[int], why: str) -> None:

@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
+import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ from service.store.events import Cursor, CursorExpired, FeedEvent
 from service.store.subscriptions import ClaimedDelivery, Target
 from service.subscriptions import policy, signing
 from service.subscriptions.address_guard import socket_factory
+from service.subscriptions.fanout import HeldFanout, ReadPage, written
 from service.subscriptions.model import filter_from_json
 from service.subscriptions.sealing import SealError, unseal
 
@@ -72,6 +75,7 @@ RETRY_NOW_STEP = 1000  # retries made due per statement when a subscriber is bac
 UNSENDABLE = "the event is no longer in the feed (pruned), and this delivery kept no body to send"
 RECORD_BATCH = 100  # attempts recorded at once without waiting for more
 RECORD_LINGER = 0.02  # seconds a smaller batch waits for more attempts to finish
+RENEW_EVERY = 1.0  # seconds between renewals of a fan-out lease (it lasts the delivery lease: past the timeout)
 STOP_GRACE = 5.0  # seconds in-flight attempts get to finish at shutdown (the rest are retried, lease expired)
 
 
@@ -86,12 +90,29 @@ def payload(event: FeedEvent) -> bytes:
 class Finished:
     """An attempt made and judged, waiting to be recorded."""
 
-    delivery_id: int
-    subscription_id: int
+    delivery: ClaimedDelivery
+    page: ReadPage | None  # the fan-out's page it came from (its row is not written yet), or None
     attempt: policy.Attempt
     verdict: policy.Verdict
     recovered: bool  # it ended an outage (policy.recovered)
     body: bytes | None  # the body for the delivery to keep, when it does not yet and is not delivered
+
+    @property
+    def subscription_id(self) -> int:
+        return self.delivery.target.subscription_id
+
+    def record(self) -> store.AttemptRecord:
+        d = self.delivery
+        return store.AttemptRecord(
+            d.id,
+            self.subscription_id,
+            d.event_id,
+            d.event_at,
+            self.attempt.to_json(),
+            self.verdict.state,
+            self.verdict.next_attempt_at,
+            self.body,
+        )
 
 
 class SubscriptionDispatcher:
@@ -102,8 +123,10 @@ class SubscriptionDispatcher:
         self._lease = settings.delivery_timeout + LEASE_MARGIN
         self._in_flight: Counter[int] = Counter()
         self._reserved: Counter[int] = Counter()  # room the fan-out is claiming, not started yet
-        # Claimed deliveries waiting for a free slot, per subscription, with when their lease ends (monotonic).
-        self._ready: dict[int, deque[tuple[float, ClaimedDelivery]]] = {}
+        # Deliveries waiting for a free slot, per subscription, with when their lease ends (monotonic; the fan-out's
+        # never do) and the fan-out's page they came from.
+        self._ready: dict[int, deque[tuple[float, ClaimedDelivery, ReadPage | None]]] = {}
+        self._fanouts: dict[int, HeldFanout] = {}  # the fan-out leases this process holds, by subscription
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -152,77 +175,118 @@ class SubscriptionDispatcher:
     # --- fan-out ---------------------------------------------------------------------------------------
 
     async def fan_out(self) -> bool:
-        """Queue, for each subscription, the events it has not read yet that this process has room to attempt now
-        (`_window`), claimed as they are queued, and start them; True when one may have more to queue now.
+        """Read, for each subscription whose fan-out lease this process holds (or takes: nobody else does), the events
+        after its cursor that this process has room to attempt now (`_window`), and start them; True when one may
+        have more to read now. The leases held are renewed every `RENEW_EVERY`, with the cursors moved past what is
+        written (the recorder moves them too, as it writes deliveries).
 
-        Only what is claimed is queued (when the schedule's first attempt waits for none): a subscriber slower than
-        the feed leaves its backlog in the feed, read as room frees (`_attempt` wakes the fan-out), not in pending
-        rows each claimed later. So every delivery is written twice (queued and claimed, then recorded), whatever
-        the load, and what a dispatcher that dies held is only what it was attempting."""
-        reserved: list[tuple[int, int]] = []  # (subscription, claims) held in its window while it claims them
-        lease_ends = time.monotonic() + self._lease  # before the transaction: never later than the database's
-        try:
-            claimed, queued, more = await self._queue_new(reserved)
-            # Only now that the claims are committed: an attempt must not be made for a delivery never queued.
-            for delivery in claimed:
-                self._ready.setdefault(delivery.target.subscription_id, deque()).append((lease_ends, delivery))
-        finally:
-            for subscription_id, claim in reserved:
-                self._reserved[subscription_id] -= claim
-            self._reserved += Counter()  # drops the zeros
-            for subscription_id, _ in reserved:
-                self._start_ready(subscription_id)
-        if queued > len(claimed):
-            self._claim_more.set()
-        if queued:
-            metrics.WEBHOOK_QUEUED.inc(queued)
+        Only what there is room for is read: a subscriber slower than the feed leaves its backlog in the feed, read
+        as room frees (`_attempt` wakes the fan-out). A delivery's row is written once, when its first attempt
+        ends (`record_finished`); what a dispatcher that dies held is only what it was attempting."""
+        more = False
+        async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+            await self._keep_leases(conn)
+            subscriptions = await store.fanout_subscriptions(conn)
+            enabled = {sub.target.subscription_id for sub in subscriptions}
+            for subscription_id, gone in list(self._fanouts.items()):
+                if subscription_id not in enabled and not gone.pages:
+                    del self._fanouts[subscription_id]  # disabled or deleted, nothing of it in flight: let it pass
+            for sub in subscriptions:
+                held = await self._hold(conn, sub)
+                if held is not None:
+                    more |= await self._read_new(conn, sub, held)
         return more
 
-    async def _queue_new(self, reserved: list[tuple[int, int]]) -> tuple[list[ClaimedDelivery], int, bool]:
-        """One transaction: each subscription's next events queued (claimed, as far as there is room), its cursor
-        moved past what was read and queued; (claimed, queued, whether one may have more to queue now)."""
-        more = False
-        queued = 0
-        claimed: list[ClaimedDelivery] = []
+    async def _keep_leases(self, conn: asyncpg.Connection) -> None:
+        """Renew the leases not renewed for `RENEW_EVERY` (and move their cursors); forget those taken meanwhile
+        by another process (this one stalled past its lease)."""
+        now = time.monotonic()
+        due = [held for held in self._fanouts.values() if now - held.renewed >= RENEW_EVERY]
+        if not due:
+            return
+        leases = [held.lease() for held in due]
+        kept = await store.keep_fanout(conn, leases, self._lease)
+        for held, lease in zip(due, leases, strict=True):
+            if held.subscription_id in kept:
+                held.renewed = now
+                held.settle(lease.cursor)
+            elif self._fanouts.get(held.subscription_id) is held:
+                logger.warning("subscription %s: its fan-out lease was taken by another process", held.subscription_id)
+                del self._fanouts[held.subscription_id]
+
+    async def _hold(self, conn: asyncpg.Connection, sub: store.FanoutSubscription) -> HeldFanout | None:
+        """This process's hold on the subscription's fan-out: the one it has, or one it takes now if nobody holds
+        the lease; None when another process does."""
+        subscription_id = sub.target.subscription_id
+        held = self._fanouts.get(subscription_id)
+        if held is not None:
+            if sub.owner in (held.token, None):
+                return held
+            del self._fanouts[subscription_id]  # taken by another process
+            return None
+        if sub.owner is not None:
+            return None
+        token = uuid.uuid4()
+        taken_at = time.monotonic()
+        cursor = await store.take_fanout(conn, subscription_id, token, self._lease)
+        if cursor is None:
+            return None
+        held = HeldFanout(subscription_id, token, cursor, cursor, taken_at)
+        self._fanouts[subscription_id] = held
+        return held
+
+    async def _read_new(self, conn: asyncpg.Connection, sub: store.FanoutSubscription, held: HeldFanout) -> bool:
+        """Read the subscription's next events as far as there is room, and start those its filter wants (or queue
+        them, when the schedule's first attempt waits): whether it may have more to read now."""
+        subscription_id = sub.target.subscription_id
         first_wait = self._settings.delivery_schedule[0]
-        async with self._pool.acquire(timeout=self._settings.db_timeout) as conn, conn.transaction():
-            await store.commit_without_flush(conn)
-            for sub in await store.claim_for_fanout(conn):
-                subscription_id = sub.target.subscription_id
-                # A first attempt that waits is queued, not claimed: a page at a time, whatever this process holds.
-                room = self._window(subscription_id) if first_wait <= 0 else FANOUT_PAGE
-                if room <= 0:
-                    self._behind.add(subscription_id)
-                    continue
-                # No more events read than there is room for: every one wanted can be claimed, and the cursor
-                # moves past the page.
-                limit = min(room, FANOUT_PAGE)
-                try:
-                    page = await feed.read_page(conn, sub.cursor, limit)
-                except CursorExpired as exc:
-                    # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
-                    logger.warning("subscription %s: events before %s were pruned unread", subscription_id, exc.oldest)
-                    page = await feed.read_page(conn, exc.oldest, limit)
-                wanted = filter_from_json(orjson.loads(sub.filter))
-                matching = [(str(e.cursor), e.at, payload(e)) for e in page.events if wanted.matches(e)]
-                claim = len(matching) if first_wait <= 0 else 0
-                # Held until the claims are ready after the commit, so that the claimer does not take it meanwhile.
-                self._reserved[subscription_id] += claim
-                reserved.append((subscription_id, claim))
-                if matching or page.next_cursor != sub.cursor:
-                    claimed += await store.queue_deliveries(
-                        conn, sub.target, matching, first_wait, page.next_cursor, claim=claim, lease=self._lease
-                    )
-                if len(matching) > claim:
+        room = self._window(subscription_id) if first_wait <= 0 else FANOUT_PAGE
+        if room <= 0:
+            self._behind.add(subscription_id)
+            return False
+        limit = min(room, FANOUT_PAGE)
+        # Held while the page is read, so that the claimer does not take the room meanwhile.
+        self._reserved[subscription_id] += limit
+        try:
+            try:
+                page = await feed.read_page(conn, held.read_to, limit)
+            except CursorExpired as exc:
+                # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
+                logger.warning("subscription %s: events before %s were pruned unread", subscription_id, exc.oldest)
+                page = await feed.read_page(conn, exc.oldest, limit)
+            wanted = filter_from_json(orjson.loads(sub.filter))
+            matching = [e for e in page.events if wanted.matches(e)]
+            if first_wait > 0:
+                # Queued, claimed when due: the cursor moves with them, in one statement.
+                events = [(str(e.cursor), e.at, payload(e)) for e in matching]
+                lease = store.FanoutLease(subscription_id, held.token, page.next_cursor)
+                if not await store.queue_deliveries(conn, lease, self._lease, events, first_wait):
+                    del self._fanouts[subscription_id]
+                    return False
+                held.read_to = page.next_cursor
+                held.settle(page.next_cursor)
+                if matching:
                     self._maybe_due.add(subscription_id)
-                queued += len(matching)
-                if len(page.events) < limit:
-                    self._behind.discard(subscription_id)  # read up to the present
-                elif first_wait > 0 or self._window(subscription_id) > 0:
-                    more = True
-                else:
-                    self._behind.add(subscription_id)  # its attempts wake the fan-out as they free room
-        return claimed, queued, more
+                    self._claim_more.set()
+            else:
+                read = held.read(page.next_cursor, len(matching))
+                ready = self._ready.setdefault(subscription_id, deque())
+                for e in matching:
+                    delivery = ClaimedDelivery(None, str(e.cursor), e.at, payload(e), False, 0, sub.target)
+                    ready.append((math.inf, delivery, read))  # held by the fan-out lease, not a lease of its own
+        finally:
+            self._reserved[subscription_id] -= limit
+            self._reserved += Counter()  # drops the zeros
+        if matching:
+            metrics.WEBHOOK_QUEUED.inc(len(matching))
+        self._start_ready(subscription_id)
+        if len(page.events) < limit:
+            self._behind.discard(subscription_id)  # read up to the present
+            return False
+        if first_wait > 0 or self._window(subscription_id) > 0:
+            return True
+        self._behind.add(subscription_id)  # its attempts wake the fan-out as they free room
+        return False
 
     # --- delivery --------------------------------------------------------------------------------------
 
@@ -240,9 +304,9 @@ class SubscriptionDispatcher:
         free = 2 * self._settings.delivery_concurrency - len(self._tasks) - self._waiting() - self._reserved.total()
         return min(free, mine)
 
-    def _start(self, delivery: ClaimedDelivery) -> None:
+    def _start(self, delivery: ClaimedDelivery, page: ReadPage | None) -> None:
         self._in_flight[delivery.target.subscription_id] += 1
-        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+        task = asyncio.create_task(self._attempt(delivery, page), name=f"delivery-{delivery.event_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -252,9 +316,9 @@ class SubscriptionDispatcher:
         left for its lease to pass (it is due again then, here or in any process): never two attempts at once."""
         ready = self._ready.get(subscription_id)
         while ready and self._room(subscription_id) > 0:
-            lease_ends, delivery = ready.popleft()
+            lease_ends, delivery, page = ready.popleft()
             if time.monotonic() + self._timeout < lease_ends:
-                self._start(delivery)
+                self._start(delivery, page)
         if not ready:
             self._ready.pop(subscription_id, None)
 
@@ -285,7 +349,7 @@ class SubscriptionDispatcher:
                 else:
                     self._maybe_due.add(subscription_id)
                 rows = await self._with_bodies(conn, rows)
-                self._ready.setdefault(subscription_id, deque()).extend((lease_ends, row) for row in rows)
+                self._ready.setdefault(subscription_id, deque()).extend((lease_ends, row, None) for row in rows)
                 self._start_ready(subscription_id)
                 claimed += len(rows)
         return claimed
@@ -294,7 +358,7 @@ class SubscriptionDispatcher:
         """Claimed deliveries that keep no body (their dispatcher died during the first attempt, or a delivered one
         is replayed) get their event's, made again from the feed. One whose event the feed no longer keeps cannot
         be sent: it is failed, saying why (a subscriber's streak is not touched: it did not fail)."""
-        missing = {row.id: Cursor.parse(row.event_id) for row in rows if row.body is None}
+        missing = {row.id: Cursor.parse(row.event_id) for row in rows if row.body is None and row.id is not None}
         if not missing:
             return rows
         found = await feed.events_at(conn, [cursor for cursor in missing.values() if cursor is not None])
@@ -304,7 +368,11 @@ class SubscriptionDispatcher:
             metrics.WEBHOOK_DELIVERIES.labels(policy.FAILED).inc(len(gone))
             logger.warning("%d deliveries failed: %s", len(gone), UNSENDABLE)
         made = {i: payload(found[cursor]) for i, cursor in missing.items() if cursor is not None and cursor in found}
-        return [row if row.body is not None else row._replace(body=made[row.id]) for row in rows if row.id not in gone]
+        return [
+            row if row.body is not None or row.id is None else row._replace(body=made[row.id])
+            for row in rows
+            if row.id not in gone
+        ]
 
     def _waiting(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
@@ -344,11 +412,17 @@ class SubscriptionDispatcher:
             retry_after = policy.retry_after(retry_after_header, at)
         return policy.Attempt(at, time.perf_counter() - started, status, None, retry_after)
 
-    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+    async def _attempt(self, delivery: ClaimedDelivery, page: ReadPage | None) -> None:
         subscription_id = delivery.target.subscription_id
         failing_since = delivery.target.failing_since
         try:
-            attempt = await self._post(delivery)
+            try:
+                attempt = await self._post(delivery)
+            except Exception as exc:
+                # Recorded as a failed attempt all the same (retried on schedule): a first attempt not recorded would
+                # hold its subscription's cursor back for as long as this process lives.
+                logger.exception("delivery of %s failed unexpectedly", delivery.event_id)
+                attempt = policy.Attempt(datetime.now(UTC), 0.0, error=f"unexpected: {type(exc).__name__}")
             metrics.WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(attempt.duration)
             verdict = policy.decide(
@@ -361,11 +435,8 @@ class SubscriptionDispatcher:
             )
             recovered = policy.recovered(attempt, failing_since, self._settings.delivery_schedule)
             keep = None if verdict.state == policy.DELIVERED or delivery.kept else delivery.body
-            self._finished.append(Finished(delivery.id, subscription_id, attempt, verdict, recovered, keep))
+            self._finished.append(Finished(delivery, page, attempt, verdict, recovered, keep))
             self._recorded.set()
-        except Exception:
-            # Not recorded: the lease runs out and the delivery is tried again (at least once).
-            logger.exception("delivery %s failed unexpectedly", delivery.id)
         finally:
             self._in_flight[subscription_id] -= 1
             if self._in_flight[subscription_id] <= 0:
@@ -404,22 +475,34 @@ class SubscriptionDispatcher:
             change = policy.streak([d.attempt for d in done_here])
             disable = next((d.verdict.disable for d in done_here if d.verdict.disable is not None), None)
             streaks.append(store.StreakChange(subscription_id, change.ended, change.since, disable))
-        records = [
-            store.AttemptRecord(d.delivery_id, d.attempt.to_json(), d.verdict.state, d.verdict.next_attempt_at, d.body)
-            for d in batch
-        ]
+        # The fan-out leases whose cursor may move past what this batch writes, renewed with it.
+        writing = Counter(d.page for d in batch if d.page is not None)
+        held = [h for h in self._fanouts.values() if any(page in writing for page in h.pages)]
+        leases = [h.lease(writing) for h in held]
         try:
             async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
-                await store.record_attempts(conn, records, streaks)
+                kept = await store.record_attempts(conn, [d.record() for d in batch], streaks, leases, self._lease)
         except Exception as exc:
-            # Not recorded: their leases run out and they are tried again (at least once).
+            # Deliveries the fan-out read are recorded later (their rows hold the cursor back until they are written);
+            # queued ones are not: their leases run out and they are tried again (at least once).
+            first = [d for d in batch if d.page is not None]
+            self._finished[:0] = first
             if is_unavailable(exc):
                 logger.warning(
-                    "%d delivery attempts not recorded, database unavailable: %s", len(batch), type(exc).__name__
+                    "%d delivery attempts not recorded (%d to record again), database unavailable: %s",
+                    len(batch),
+                    len(first),
+                    type(exc).__name__,
                 )
             else:
-                logger.exception("%d delivery attempts not recorded", len(batch))
+                logger.exception("%d delivery attempts not recorded (%d to record again)", len(batch), len(first))
             return 0
+        written(writing)
+        now = time.monotonic()
+        for h, lease in zip(held, leases, strict=True):
+            if h.subscription_id in kept:
+                h.renewed = now
+                h.settle(lease.cursor)
         for subscription_id in sorted({d.subscription_id for d in batch if d.recovered} - self._pulling.keys()):
             task = asyncio.create_task(self._retry_now(subscription_id), name=f"retry-now-{subscription_id}")
             self._pulling[subscription_id] = task
@@ -459,12 +542,17 @@ class SubscriptionDispatcher:
             await self._recorded.wait()
             self._recorded.clear()
             if len(self._finished) < RECORD_BATCH:
-                # A moment for more to finish: a recording is a transaction of five round trips whatever its size,
-                # and one per attempt or two was a sixth of the dispatcher's CPU under load.
+                # A moment for more to finish: a recording is a transaction of several round trips whatever its
+                # size, and one per attempt or two was a sixth of the dispatcher's CPU under load.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RECORD_LINGER):
                         await self._stop.wait()
-            await self.record_finished()
+            if not await self.record_finished() and self._finished:
+                # Not recorded (the database is away): again in a while, not in a loop as fast as it fails.
+                self._recorded.set()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self._stop.wait()
         await self.record_finished()
 
     # --- metrics ---------------------------------------------------------------------------------------
@@ -541,9 +629,23 @@ class SubscriptionDispatcher:
         self._recorder = asyncio.create_task(self._record_forever(), name="subscription-recorder")
         self._gauges = asyncio.create_task(self._refresh_metrics_forever(), name="subscription-metrics")
 
+    async def _hand_back_leases(self) -> None:
+        """The fan-out leases, handed back with the cursors past what was written: any process takes them at once
+        (what was being attempted and not written is read again then), not when they would have passed."""
+        leases = [held.lease() for held in self._fanouts.values()]
+        self._fanouts.clear()
+        if not leases:
+            return
+        try:
+            async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
+                await store.keep_fanout(conn, leases, 0.0, release=True)
+        except Exception as exc:
+            logger.warning("fan-out leases not handed back (they pass in %.0f s): %r", self._lease, exc)
+
     async def stop(self) -> None:
-        """Stop claiming; give attempts in flight a moment to finish, cancel the rest (their leases run out
-        and another process, or this one restarted, tries them again); record what finished."""
+        """Stop claiming and reading; give attempts in flight a moment to finish, cancel the rest (their leases run
+        out and another process, or this one restarted, tries them again); record what finished; hand the fan-out
+        leases back."""
         self._stop.set()
         self._wake.set()
         self._claim_more.set()
@@ -565,5 +667,6 @@ class SubscriptionDispatcher:
             self._recorder = None
         # Retries being made due stop after their current step (`_stop`); what they did not reach keeps its time.
         await asyncio.gather(*self._pulling.values(), return_exceptions=True)
+        await self._hand_back_leases()
         if self._session is not None:
             await self._session.close()
