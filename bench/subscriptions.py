@@ -285,6 +285,7 @@ def floor_phase(service: Service, sink: Sink, script: Path, args: argparse.Names
         bare_posts(sink.url + "/hook", body, in_flight, args.seconds, subscriber, signed=True)
     )
     ingest = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "floor"})
+    beside, beside_posts = ingest_beside_bare_client(service, sink, script, args, body, in_flight)
     show(
         rows,
         [
@@ -296,8 +297,40 @@ def floor_phase(service: Service, sink: Sink, script: Path, args: argparse.Names
             ["floor: CPU per signed POST, the client / the subscriber", f"{client_us:,.0f} / {sink_us:,.0f} us"],
             ["floor: ingest flat out beside it, no subscription: req/s", f"{ingest.requests_per_second:,.0f}"],
             ["**floor: signed POSTs/s / ingest req/s**", f"{signed / ingest.requests_per_second:.2f}"],
+            [
+                "floor: ingest flat out beside the signed bare client at nice 10: req/s; its POSTs/s",
+                f"{beside:,.0f}; {beside_posts:,.0f}",
+            ],
+            [
+                "**floor: ingest beside the bare client / alone** (the most a subscription can leave ingest here)",
+                f"{beside / ingest.requests_per_second:.2f}",
+            ],
         ],
     )
+
+
+def ingest_beside_bare_client(
+    service: Service, sink: Sink, script: Path, args: argparse.Namespace, body: bytes, in_flight: int
+) -> tuple[float, float]:
+    """Ingest flat out while a bare client (bench/bare_client.py, a process at nice 10 as the dispatcher is) POSTs
+    signed events to the subscriber flat out: ingest's req/s and the client's POSTs/s. A dispatcher does at least
+    that much work per delivery (and its database work besides), on the same cores: ingest beside a subscription
+    that keeps up cannot do better."""
+    assert sink.proc is not None
+    argv = [sys.executable, "-m", "bench.bare_client", sink.url + "/hook", str(in_flight)]
+    argv += [str(args.seconds + 1), str(sink.proc.pid)]  # its warm-up second, then wrk's run and a second more
+    client = subprocess.Popen(argv, cwd=HERE.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert client.stdin is not None
+        client.stdin.write(body)
+        client.stdin.close()
+        time.sleep(2)  # started, its pool warm
+        ingest = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "floor-beside"})
+        out = client.communicate(timeout=60)[0]
+    finally:
+        if client.poll() is None:
+            client.kill()
+    return ingest.requests_per_second, float(orjson.loads(out)["posts_per_second"])
 
 
 async def bare_posts(
