@@ -326,7 +326,9 @@ def ingest_beside_bare_client(
         client.stdin.close()
         time.sleep(2)  # started, its pool warm
         ingest = run_wrk(service.url, script, args.connections, args.seconds, env={"RUN": "floor-beside"})
-        out = client.communicate(timeout=60)[0]
+        assert client.stdout is not None
+        out = client.stdout.read()
+        client.wait(60)
     finally:
         if client.poll() is None:
             client.kill()
