@@ -484,3 +484,47 @@ def test_a_sweep_pass_prunes_finished_deliveries_past_the_feeds_retention_in_sma
     swept = subprocess.run([*command(), "sweep"], env=env, capture_output=True, text=True, timeout=120)
     assert swept.returncode == 0, swept.stderr
     assert sorted(d["event_id"] for d in deliveries(app, sub["id"])) == young
+
+
+def _delivery_writes(db: str) -> tuple[int, int]:
+    """Rows inserted into and updated in `deliveries` since the server started (its table statistics)."""
+    row = fetch(db, "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'")[0]
+    return int(row["n_tup_ins"]), int(row["n_tup_upd"])
+
+
+def test_a_delivery_is_written_once_when_its_first_attempt_ends(fast: Settings, db: str) -> None:
+    """The fan-out writes nothing for the events it reads: each delivery's row is inserted when its first attempt
+    ends, and updated only for a retry; never queued first and updated after (two writes each, before migration
+    0016)."""
+    inserted, updated = _delivery_writes(db)
+    with receiving() as receiver, TestClient(create_app(fast)) as client:
+        sub = subscribe(client, receiver)
+        reports = [{"id": f"once-{i}", "status": "DELIVRD"} for i in range(50)]
+        assert client.post("/dlr/generic", json=reports).status_code == 200
+        receiver.wait_for(50)
+        wait_until(lambda: len(deliveries(client, sub["id"], state="delivered", limit=100)) == 50)
+        # Nearly always one each; a first attempt that timed out on a loaded machine was retried (an update).
+        retries = sum(len(d["attempts"]) - 1 for d in deliveries(client, sub["id"], limit=100))
+    # The service's connections are closed: each reported its statistics as it ended.
+    wait_until(lambda: _delivery_writes(db)[0] - inserted >= 50)
+    time.sleep(1)  # any update reported by a connection that ended later
+    # A retry is two updates: its claim, its record.
+    assert _delivery_writes(db) == (inserted + 50, updated + 2 * retries)
+
+
+def test_a_stopped_dispatcher_hands_its_fan_out_lease_back(fast: Settings) -> None:
+    """A dispatcher that stops hands its subscriptions' fan-out leases back: the next one reads on at once, not
+    once the lease has passed (here 65 s: the delivery timeout and 5 s). Nothing is sent twice."""
+    patient = replace(fast, delivery_timeout=60.0)
+    with receiving() as receiver:
+        with TestClient(create_app(patient)) as client:
+            sub = subscribe(client, receiver)
+            client.post("/dlr/generic", json={"id": "before", "status": "DELIVRD"})
+            receiver.wait_for(1)
+            wait_until(lambda: deliveries(client, sub["id"], state="delivered"))
+        with TestClient(create_app(patient)) as client:
+            client.post("/dlr/generic", json={"id": "after", "status": "DELIVRD"})
+            got = receiver.wait_for(2, timeout=10)
+            time.sleep(0.5)
+        ids = [verified(sub["secret"], r)["data"]["id"] for r in receiver.received]
+        assert ids == ["before", "after"], got
