@@ -158,7 +158,9 @@ WEBHOOK_ATTEMPT_SECONDS = Histogram(
     "Time a subscriber took to answer one delivery attempt (or to time out)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
 )
-WEBHOOK_QUEUED = Counter("dlr_webhook_events_queued_total", "Feed events queued as deliveries to subscribers")
+WEBHOOK_QUEUED = Counter(
+    "dlr_webhook_events_queued_total", "Feed events matching a subscription, handed to its deliveries"
+)
 # Per subscription (the label is its id: as many as an admin creates), as of the dispatcher's last look.
 SUBSCRIPTION_BACKLOG = Gauge(
     "dlr_subscription_backlog",

@@ -3,34 +3,38 @@
 
 Three steps, each safe with any number of processes:
 
-1. Fan-out: the enabled subscriptions are locked with SKIP LOCKED, each one's feed after its cursor is read
-   gap-free (store/events.read_page), no more events than this process has room to attempt (step 2's window),
-   the events its filter matches become deliveries claimed as they are queued, and its cursor moves past what
-   was read, all in one transaction: an event is queued once, or not at all and read again. Only what is claimed
-   is queued: a subscriber slower than the feed leaves its backlog in the feed, read as its attempts free room
-   (they wake the fan-out), so every delivery is written twice (queued and claimed, then recorded). The fan-out
-   holds the bodies: the rows keep none (store/subscriptions.queue_deliveries).
-2. Delivery: due deliveries are claimed per subscription (SKIP LOCKED) with a lease (`leased_until`, past the
-   timeout: a column no index holds, so a claim writes no index entry) before any POST, so a process that
-   dies mid-attempt leaves them to any process once the lease passes: at least once. Attempts run as tasks,
-   at most `delivery_concurrency` at once and `delivery_concurrency_per_subscription` per subscriber, so a
-   slow subscriber holds up only its own. Up to as many again are claimed ahead and started as attempts end, without
-   a round trip in between (a claimed delivery not started while its lease still covers an attempt is left for the
-   lease to pass).
-3. Recording: finished attempts are written back in batches, one transaction for whatever finished while
-   the previous batch was being written, or in the 20 ms a small batch waits (a pipeline: attempts go on while
-   their results are recorded). A failed attempt stores the body, so that every retry sends the same bytes.
-   A delivery stays leased until its attempt is recorded, so nobody tries it twice meanwhile.
+1. Fan-out: a subscription's new events are read by one process at a time, the one holding its fan-out lease
+   (`fanout_owner`, a token new for each take, and `fanout_until`, past the delivery timeout; renewed every
+   `RENEW_EVERY`, handed back at stop). It reads the feed gap-free after the cursor (store/events.read_page), no
+   more events than it has room to attempt (step 2's window), and starts an attempt for each event the filter
+   matches, writing nothing: a subscriber slower than the feed leaves its backlog in the feed, read as its
+   attempts free room (they wake the fan-out). The cursor moves past a page of events only once every delivery of
+   it is written (step 3; service/subscriptions/fanout.py): a process that dies leaves what it was attempting to
+   be read again by the next holder of the lease, once it passes (at least once). With a schedule whose first
+   attempt waits, the fan-out queues the deliveries instead, and the cursor moves with them in one statement.
+2. Delivery: queued deliveries that are due (retries, replays) are claimed per subscription (SKIP LOCKED) with a
+   lease (`leased_until`, past the timeout: a column no index holds, so a claim writes no index entry) before any
+   POST, so a process that dies mid-attempt leaves them to any process once the lease passes: at least once.
+   Attempts run as tasks, at most `delivery_concurrency` at once and `delivery_concurrency_per_subscription` per
+   subscriber, so a slow subscriber holds up only its own. Up to as many again are read or claimed ahead and
+   started as attempts end, without a round trip in between (a claimed delivery not started while its lease
+   still covers an attempt is left for the lease to pass).
+3. Recording: finished attempts are written back in batches, one transaction for whatever finished while the
+   previous batch was being written, or in the 20 ms a small batch waits (a pipeline: attempts go on while their
+   results are recorded). A first attempt inserts its delivery (delivered, or pending with its body, so that every
+   retry sends the same bytes), and the same transaction moves the subscription's cursor past what is written and
+   renews the lease: every delivery is written once, or once per attempt when retried. A queued delivery stays
+   leased until its attempt is recorded, so nobody tries it twice meanwhile. A batch the database refuses is
+   recorded again later, its first attempts with it (they hold the cursor back until written).
 
 Each step is a loop of its own (and the backlog gauges a fourth): the fan-out every `POLL_SECONDS` and when
 attempts free room for a subscription whose feed has more; the claimer whenever an attempt ends while
 more may be due and its claims run low, the fan-out queued first attempts that wait (a schedule whose first
-wait is not 0), or `POLL_SECONDS` passed; the recorder whenever attempts ended. So
-a fan-out transaction waiting on a busy database (as ingest's do) holds up neither a backlog's drain nor the
-recording. Ingest never waits on any of this: it writes its feed row as always. The fan-out is not woken by
-this process's commits (`ChangeSignal`): with that wake-up, schemathesis' ASGI run
-(tests/reliability/test_fuzz.py) left a request waiting forever in asyncpg, a cause not found yet; a poll
-costs at most `POLL_SECONDS` of delivery latency.
+wait is not 0), or `POLL_SECONDS` passed; the recorder whenever attempts ended. So a fan-out waiting on a busy
+database (as ingest does) holds up neither a backlog's drain nor the recording. Ingest never waits on any of this:
+it writes its feed row as always. The fan-out is not woken by this process's commits (`ChangeSignal`): with that
+wake-up, schemathesis' ASGI run (tests/reliability/test_fuzz.py) left a request waiting forever in asyncpg, a cause
+not found yet; a poll costs at most `POLL_SECONDS` of delivery latency.
 """
 
 from __future__ import annotations
