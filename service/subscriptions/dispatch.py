@@ -200,9 +200,12 @@ class SubscriptionDispatcher:
                 self._subscriptions = await store.fanout_subscriptions(conn)
             subscriptions = self._subscriptions
             enabled = {sub.target.subscription_id for sub in subscriptions}
-            for subscription_id, gone in list(self._fanouts.items()):
-                if subscription_id not in enabled and not gone.pages:
-                    del self._fanouts[subscription_id]  # disabled or deleted, nothing of it in flight: let it pass
+            # Disabled or deleted, nothing of it in flight: handed back, so that enabling it again reads on at once.
+            idle = [f for sid, f in self._fanouts.items() if sid not in enabled and not f.pages]
+            if idle:
+                await store.keep_fanout(conn, [f.lease() for f in idle], 0.0, release=True)
+                for f in idle:
+                    del self._fanouts[f.subscription_id]
             for sub in subscriptions:
                 held = await self._hold(conn, sub)
                 if held is not None:
@@ -367,8 +370,8 @@ class SubscriptionDispatcher:
         return claimed
 
     async def _with_bodies(self, conn: asyncpg.Connection, rows: list[ClaimedDelivery]) -> list[ClaimedDelivery]:
-        """Claimed deliveries that keep no body (their dispatcher died during the first attempt, or a delivered one
-        is replayed) get their event's, made again from the feed. One whose event the feed no longer keeps cannot
+        """Claimed deliveries that keep no body (delivered ones replayed) get their event's, made again from the
+        feed. One whose event the feed no longer keeps cannot
         be sent: it is failed, saying why (a subscriber's streak is not touched: it did not fail)."""
         missing = {row.id: Cursor.parse(row.event_id) for row in rows if row.body is None and row.id is not None}
         if not missing:
