@@ -6,7 +6,7 @@ Each checkout runs its own `dlr-tracker serve` (from its own `.venv`, which must
 .venv && .venv/bin/pip install -e .` there) on a fresh database of one PostgreSQL server, and wrk sends both
 the same realistic traffic (bench/ingest_realistic.lua), alternating before, after, before, after ... so that
 whatever else the machine does falls on both alike. Prints req/s and p99 per round, the medians and the
-after/before ratio. Machines here differ by 2x from one day to the next: only such same-run ratios count.
+after/before ratio of the medians, and the median of each round's after/before (a pair run back to back). Machines here differ by 2x from one day to the next: only such same-run ratios count.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ def main() -> None:
     print(table(["round", "checkout", "req/s", "p99 ms", "non-2xx"], rows))
     medians = {side: statistics.median(r.requests_per_second for r in runs) for side, runs in results.items()}
     p99 = {side: statistics.median(r.p99_ms for r in runs) for side, runs in results.items()}
+    paired = [
+        a.requests_per_second / b.requests_per_second for b, a in zip(results["before"], results["after"], strict=True)
+    ]
     print()
     print(
         table(
@@ -66,6 +69,8 @@ def main() -> None:
             [
                 ["median req/s", medians["before"], medians["after"], f"{medians['after'] / medians['before']:.2f}"],
                 ["median p99 ms", p99["before"], p99["after"], f"{p99['after'] / p99['before']:.2f}"],
+                # Each round's pair ran back to back: its ratio is free of the machine's drift across the run.
+                ["median of the rounds' ratios", "", "", f"{statistics.median(paired):.2f}"],
             ],
         )
     )
