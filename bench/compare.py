@@ -6,7 +6,8 @@ Each checkout runs its own `dlr-tracker serve` (from its own `.venv`, which must
 .venv && .venv/bin/pip install -e .` there) on a fresh database of one PostgreSQL server, and wrk sends both
 the same realistic traffic (bench/ingest_realistic.lua), alternating before, after, before, after ... so that
 whatever else the machine does falls on both alike. Prints req/s and p99 per round, the medians and the
-after/before ratio of the medians, and the median of each round's after/before (a pair run back to back). Machines here differ by 2x from one day to the next: only such same-run ratios count.
+after/before ratio of the medians, and the median of each round's after/before (a pair run back to back).
+Machines here differ by 2x from one day to the next: only such same-run ratios count.
 """
 
 from __future__ import annotations
