@@ -220,17 +220,21 @@ class SubscriptionDispatcher:
         if not due:
             return
         leases = [held.lease() for held in due]
-        kept = await store.keep_fanout(conn, leases, self._lease)
-        for held, lease in zip(due, leases, strict=True):
-            if held.subscription_id in kept:
-                held.renewed = now
-                held.settle(lease.cursor)
-            elif self._fanouts.get(held.subscription_id) is held:
+        self._renewed(due, leases, await store.keep_fanout(conn, leases, self._lease), now)
+
+    def _renewed(self, held: list[HeldFanout], leases: list[store.FanoutLease], kept: set[int], at: float) -> None:
+        """These leases were renewed (`at`, time.monotonic()) with their cursors written, those in `kept`; the
+        others are no longer this process's."""
+        for fanout, lease in zip(held, leases, strict=True):
+            if fanout.subscription_id in kept:
+                fanout.renewed = at
+                fanout.settle(lease.cursor)
+            elif self._fanouts.get(fanout.subscription_id) is fanout:
                 logger.warning(
                     "subscription %s: its fan-out lease is no longer held here (taken by another process, or deleted)",
-                    held.subscription_id,
+                    fanout.subscription_id,
                 )
-                del self._fanouts[held.subscription_id]
+                del self._fanouts[fanout.subscription_id]
 
     async def _hold(self, conn: asyncpg.Connection, sub: store.FanoutSubscription) -> HeldFanout | None:
         """This process's hold on the subscription's fan-out: the one it has, or one it takes now if nobody holds
@@ -271,7 +275,7 @@ class SubscriptionDispatcher:
                 page = await feed.read_page(conn, exc.oldest, limit)
             wanted = filter_from_json(orjson.loads(sub.filter))
             matching = [e for e in page.events if wanted.matches(e)]
-            if first_wait > 0:
+            if first_wait > 0 and page.events:
                 # Queued, claimed when due: the cursor moves with them, in one statement.
                 events = [(str(e.cursor), e.at, payload(e)) for e in matching]
                 lease = store.FanoutLease(subscription_id, held.token, page.next_cursor)
@@ -283,7 +287,7 @@ class SubscriptionDispatcher:
                 if matching:
                     self._maybe_due.add(subscription_id)
                     self._claim_more.set()
-            else:
+            elif first_wait <= 0 and page.events:
                 read = held.read(page.next_cursor, len(matching))
                 ready = self._ready.setdefault(subscription_id, deque())
                 for e in matching:
@@ -498,6 +502,7 @@ class SubscriptionDispatcher:
         writing = Counter(d.page for d in batch if d.page is not None)
         held = [h for h in self._fanouts.values() if any(page in writing for page in h.pages)]
         leases = [h.lease(writing) for h in held]
+        renewing = time.monotonic()  # before the transaction: never later than the database's renewal
         try:
             async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
                 kept = await store.record_attempts(conn, [d.record() for d in batch], streaks, leases, self._lease)
@@ -517,17 +522,7 @@ class SubscriptionDispatcher:
                 logger.exception("%d delivery attempts not recorded (%d to record again)", len(batch), len(first))
             return 0
         written(writing)
-        now = time.monotonic()
-        for h, lease in zip(held, leases, strict=True):
-            if h.subscription_id in kept:
-                h.renewed = now
-                h.settle(lease.cursor)
-            elif self._fanouts.get(h.subscription_id) is h:
-                logger.warning(
-                    "subscription %s: its fan-out lease is no longer held here (taken by another process, or deleted)",
-                    h.subscription_id,
-                )
-                del self._fanouts[h.subscription_id]
+        self._renewed(held, leases, kept, renewing)
         for subscription_id in sorted({d.subscription_id for d in batch if d.recovered} - self._pulling.keys()):
             task = asyncio.create_task(self._retry_now(subscription_id), name=f"retry-now-{subscription_id}")
             self._pulling[subscription_id] = task
