@@ -80,6 +80,12 @@ UNSENDABLE = "the event is no longer in the feed (pruned), and this delivery kep
 RECORD_BATCH = 100  # attempts recorded at once without waiting for more
 RECORD_LINGER = 0.02  # seconds a smaller batch waits for more attempts to finish
 RENEW_EVERY = 1.0  # seconds between renewals of a fan-out lease (it lasts the delivery lease: past the timeout)
+# A recording undone by another transaction (a subscription deleted meanwhile, a deadlock): worth doing again.
+_RECORD_AGAIN = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
 STOP_GRACE = 5.0  # seconds in-flight attempts get to finish at shutdown (the rest are retried, lease expired)
 
 
@@ -507,9 +513,12 @@ class SubscriptionDispatcher:
             async with self._pool.acquire(timeout=self._settings.db_timeout) as conn:
                 kept = await store.record_attempts(conn, [d.record() for d in batch], streaks, leases, self._lease)
         except Exception as exc:
-            # Deliveries the fan-out read are recorded later (their rows hold the cursor back until they are written);
-            # queued ones are not: their leases run out and they are tried again (at least once).
-            first = [d for d in batch if d.page is not None]
+            # Deliveries the fan-out read are recorded later when the database was away or another transaction was
+            # in the way (they hold the cursor back until they are written); otherwise (a fault of this code) they
+            # are dropped, the cursor stays before them, and the next holder of the lease sends them again. Queued
+            # ones are not recorded again: their leases run out and they are tried again (at least once).
+            again = is_unavailable(exc) or isinstance(exc, _RECORD_AGAIN)
+            first = [d for d in batch if d.page is not None] if again else []
             self._finished[:0] = first
             if is_unavailable(exc):
                 logger.warning(
