@@ -23,9 +23,10 @@ Three steps, each safe with any number of processes:
    previous batch was being written, or in the 20 ms a small batch waits (a pipeline: attempts go on while their
    results are recorded). A first attempt inserts its delivery (delivered, or pending with its body, so that every
    retry sends the same bytes), and the same transaction moves the subscription's cursor past what is written and
-   renews the lease: every delivery is written once, or once per attempt when retried. A queued delivery stays
-   leased until its attempt is recorded, so nobody tries it twice meanwhile. A batch the database refuses is
-   recorded again later, its first attempts with it (they hold the cursor back until written).
+   renews the lease: a delivery is written once, and twice more per retry (its claim, its record). A queued one stays
+   leased until its attempt is recorded, so nobody tries it twice meanwhile. The first attempts of a batch the
+   database could not take (away, or another transaction in the way) are recorded again later: they hold the
+   cursor back until written.
 
 Each step is a loop of its own (and the backlog gauges a fourth): the fan-out every `POLL_SECONDS` and when
 attempts free room for a subscription whose feed has more; the claimer whenever an attempt ends while
