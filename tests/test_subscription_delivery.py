@@ -528,3 +528,22 @@ def test_a_stopped_dispatcher_hands_its_fan_out_lease_back(fast: Settings) -> No
             time.sleep(0.5)
         ids = [verified(sub["secret"], r)["data"]["id"] for r in receiver.received]
         assert ids == ["before", "after"], got
+
+
+def test_a_schedule_whose_first_attempt_waits_queues_the_deliveries_and_sends_them_when_due(fast: Settings) -> None:
+    """`DLR_DELIVERY_SCHEDULE` starting at 2 s: the fan-out queues each matching event as a pending delivery (listed
+    at once, no attempt yet), and it is sent once, two seconds or so after its commit."""
+    waiting = replace(fast, delivery_schedule=(2.0, 0.2, 0.2))
+    with receiving() as receiver, TestClient(create_app(waiting)) as client:
+        sub = subscribe(client, receiver)
+        sent_at = time.monotonic()
+        reports = [{"id": f"later-{i}", "status": "DELIVRD"} for i in range(5)]
+        assert client.post("/dlr/generic", json=reports).status_code == 200
+        assert wait_until(lambda: len(deliveries(client, sub["id"], state="pending")) == 5)
+        assert receiver.received == []
+        got = receiver.wait_for(5)
+        assert time.monotonic() - sent_at >= 1.9
+        wait_until(lambda: len(deliveries(client, sub["id"], state="delivered")) == 5)
+        time.sleep(0.5)
+        ids = sorted(verified(sub["secret"], r)["data"]["id"] for r in receiver.received)
+        assert ids == sorted(r["id"] for r in reports), got
