@@ -141,11 +141,10 @@ class ClaimedDelivery(NamedTuple):
 
 
 class FanoutSubscription(NamedTuple):
-    """An enabled subscription, as the fan-out sees it: its filter (JSON text), its cursor, its target, and who
-    holds its fan-out lease (None: nobody, or the lease has passed)."""
+    """An enabled subscription, as the fan-out sees it: its filter (JSON text), its target, and who holds its
+    fan-out lease (None: nobody, or the lease has passed). Its cursor comes with the lease (`take_fanout`)."""
 
     filter: str
-    cursor: Cursor
     target: Target
     owner: UUID | None
 
@@ -173,17 +172,12 @@ async def fanout_subscriptions(conn: Connection) -> list[FanoutSubscription]:
     (`take_fanout`) and kept (`keep_fanout`) by statements that check it."""
     rows = await conn.fetch(
         f"""
-        SELECT id, filter::text AS filter, cursor_tx::text AS cursor_tx, cursor_position, {", ".join(_TARGET)},
+        SELECT id, filter::text AS filter, {", ".join(_TARGET)},
                CASE WHEN fanout_until > now() THEN fanout_owner END AS owner
         FROM subscriptions WHERE enabled ORDER BY id
         """
     )
-    return [
-        FanoutSubscription(
-            r["filter"], Cursor(int(r["cursor_tx"]), r["cursor_position"]), _target(r["id"], r), r["owner"]
-        )
-        for r in rows
-    ]
+    return [FanoutSubscription(r["filter"], _target(r["id"], r), r["owner"]) for r in rows]
 
 
 async def take_fanout(conn: Connection, subscription_id: int, token: UUID, lease: float) -> Cursor | None:
