@@ -547,3 +547,37 @@ def test_a_schedule_whose_first_attempt_waits_queues_the_deliveries_and_sends_th
         time.sleep(0.5)
         ids = sorted(verified(sub["secret"], r)["data"]["id"] for r in receiver.received)
         assert ids == sorted(r["id"] for r in reports), got
+
+
+def test_a_subscription_whose_unread_events_were_pruned_reads_on_from_the_oldest_kept(
+    fast: Settings, db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its cursor is older than the feed keeps (it was stopped past `DLR_EVENT_RETENTION`): what came between is
+    gone, said once in the log, and its cursor moves to the oldest event kept even before a new one comes; the next
+    event is delivered."""
+    with receiving() as receiver:
+        with TestClient(create_app(replace(fast, subscription_dispatch="off"))) as client:
+            sub = subscribe(client, receiver)
+            client.post("/dlr/generic", json=[{"id": f"gone-{i}", "status": "DELIVRD"} for i in range(3)])
+        # What retention's pruning leaves: the events gone, the horizon at the last of them.
+        arrange(
+            db,
+            """
+            WITH gone AS (DELETE FROM events RETURNING tx, position)
+            UPDATE event_horizon SET (tx, position) = (SELECT tx, position FROM gone ORDER BY tx DESC, position DESC
+                                                       LIMIT 1)
+            """,
+        )
+        horizon = fetch(db, "SELECT tx::text AS tx, position FROM event_horizon")[0]
+        with caplog.at_level("WARNING", logger="dlr_tracker.subscriptions"), TestClient(create_app(fast)) as client:
+
+            def moved() -> bool:
+                row = fetch(db, "SELECT cursor_tx::text AS tx, cursor_position AS position FROM subscriptions")[0]
+                return (int(row["tx"]), row["position"]) >= (int(horizon["tx"]), horizon["position"])
+
+            assert wait_until(moved, timeout=10)
+            client.post("/dlr/generic", json={"id": "kept", "status": "DELIVRD"})
+            got = receiver.wait_for(1)
+            time.sleep(0.5)
+        assert [verified(sub["secret"], r)["data"]["id"] for r in receiver.received] == ["kept"], got
+        assert len([r for r in caplog.records if "pruned unread" in r.getMessage()]) == 1

@@ -277,12 +277,16 @@ class SubscriptionDispatcher:
             try:
                 page = await feed.read_page(conn, held.read_to, limit)
             except CursorExpired as exc:
-                # Disabled (or stopped) for longer than the feed keeps events: what came between is gone.
+                # Disabled (or stopped) for longer than the feed keeps events: what came between is gone. The cursor
+                # moves to the oldest event kept with the next renewal, even if no page is read after it.
                 logger.warning("subscription %s: events before %s were pruned unread", subscription_id, exc.oldest)
+                held.read(exc.oldest, 0)
                 page = await feed.read_page(conn, exc.oldest, limit)
             wanted = filter_from_json(orjson.loads(sub.filter))
             matching = [e for e in page.events if wanted.matches(e)]
-            if first_wait > 0 and page.events:
+            if not page.events:
+                pass  # nothing new: nothing to write either
+            elif first_wait > 0:
                 # Queued, claimed when due: the cursor moves with them, in one statement.
                 events = [(str(e.cursor), e.at, payload(e)) for e in matching]
                 lease = store.FanoutLease(subscription_id, held.token, page.next_cursor)
@@ -294,7 +298,7 @@ class SubscriptionDispatcher:
                 if matching:
                     self._maybe_due.add(subscription_id)
                     self._claim_more.set()
-            elif first_wait <= 0 and page.events:
+            else:
                 read = held.read(page.next_cursor, len(matching))
                 ready = self._ready.setdefault(subscription_id, deque())
                 for e in matching:
