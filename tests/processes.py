@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -14,10 +15,37 @@ from pathlib import Path
 import httpx2
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_EPHEMERAL = _ephemeral_ports()
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port no one listens on, for a process about to bind it, taken from below the kernel's ephemeral range.
+
+    A port the kernel chose (bind to 0, then close) goes back to that range: before the service binds it, any
+    outgoing connection (the service's own to PostgreSQL, a dispatcher's) may take it as its local port, and
+    the service then fails to start with "address in use" (CI saw `serve` exit 3 that way). Ports below the
+    range are never given to outgoing connections; none is handed out twice in one test run.
+    """
+    candidates = [port for port in range(20000, min(_EPHEMERAL.start, 32768)) if port not in _HANDED_OUT]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def command() -> list[str]:
