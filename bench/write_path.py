@@ -56,7 +56,8 @@ async def wal_position(dsn: str) -> tuple[str, str]:
 
 
 async def run(dsn: str, args: argparse.Namespace) -> tuple[float, tuple[float, float, float], int, str, str, str]:
-    pool = await database.create_pool(dsn, 4, 10.0)
+    # The group-commit writers' own pool, as `serve` makes it (statements planned once per connection).
+    pool = await database.create_pool(dsn, 4, 10.0, writers=True)
     writer = ReportWriter(pool, lifetime=86400, timeout=10.0)
     writer.start()
     try:

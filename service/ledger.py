@@ -75,7 +75,11 @@ class ChangeEvent(NamedTuple):
     previous_status: Status | None  # None: this change created the message
     source: str  # the dialect, "sweep" or "registration"
     segment_changes: tuple[SegmentChange, ...]
-    at: datetime  # when the change was applied
+
+    @property
+    def at(self) -> datetime:
+        """When the change was applied: every change stamps its message's `updated_at`."""
+        return self.message.updated_at
 
     @property
     def message_id(self) -> str:
@@ -302,10 +306,10 @@ class Ledger:
         if not outcome.applied:
             # Not applied, it still made the message it names (an unmapped status, an impossible segment):
             # the message exists from now on, and that is a change of its own.
-            made = self._change(current, None, r.source, (), r.received_at) if creating else None
+            made = self._change(current, None, r.source, ()) if creating else None
             return self._recorded(ReportDecision(r, outcome.state.status, False, outcome.reason, made))
         after = self._take(current, outcome, r)
-        change = self._change(after, None if creating else current.status, r.source, outcome.transitions, r.received_at)
+        change = self._change(after, None if creating else current.status, r.source, outcome.transitions)
         return self._recorded(ReportDecision(r, after.status, True, None, change))
 
     def _take(self, record: MessageRecord, outcome: Outcome, r: IncomingReport) -> MessageRecord:
@@ -373,7 +377,7 @@ class Ledger:
             record = record._replace(registered_at=reg.received_at)
             self.created.add(reg.message_id)
             self.records[reg.message_id] = record
-            self._change(record, None, REGISTRATION, (), reg.received_at)
+            self._change(record, None, REGISTRATION, ())
             return RegistrationDecision(reg.message_id, record.status, True)
         self.records[reg.message_id] = self._registered(current, reg)
         self.changed.add(reg.message_id)
@@ -427,7 +431,7 @@ class Ledger:
             updated_at=now,
             version=record.version + 1,
         )
-        change = self._change(after, record.status, source, outcome.transitions, now)
+        change = self._change(after, record.status, source, outcome.transitions)
         self.history.append(sweep_history(change))
         return change
 
@@ -439,14 +443,13 @@ class Ledger:
         previous: Status | None,
         source: str,
         moved: tuple[SegmentChange, ...],
-        at: datetime,
     ) -> ChangeEvent:
         if previous is None and after.version == 0:
             after = after._replace(version=1)
         self.records[after.id] = after
         if after.id not in self.created:
             self.changed.add(after.id)
-        event = ChangeEvent(after, previous, source, moved, at)
+        event = ChangeEvent(after, previous, source, moved)
         self.events.append(event)
         return event
 

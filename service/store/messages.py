@@ -84,25 +84,27 @@ async def read(conn: Connection, ids: Iterable[str], *, lock: bool = False) -> F
     return Found({r[0]: record_from_row(r) for r in rows}, {r[0]: r[17] for r in rows})
 
 
-# `m.id = ANY($6)` as well as the join: the planner takes a function's rows for 100, and against a table of
+# What a change event adds to the message it leaves behind: who made the change, and from which status (when:
+# the message's `updated_at`, which every change stamps). Each row written back carries its message's last
+# change in the batch (null: a row changed without one).
+_CHANGE_TYPES = "source text, previous_status text"
+
+# `m.id = ANY($5)` as well as the join: the planner takes a function's rows for 100, and against a table of
 # a few thousand messages it then hashed the whole table for every batch (a sequential scan per commit); the
 # ids let it find the rows by the primary key whatever the table's size.
 # `m.xmin = u.xmin`: only the row version the batch decided on (see the module's docstring).
 _UPDATE = f"""
     UPDATE messages AS m SET {", ".join(f"{c} = u.{c}" for c in COLUMN_TYPES if c not in _NEVER_UPDATED)}
-    FROM json_to_recordset($1::json) AS u({_RECORD_TYPES}, xmin xid)
-    WHERE m.id = u.id AND m.id = ANY($6::text[]) AND m.xmin = u.xmin
-    RETURNING {", ".join(f"m.{c}" for c in COLUMN_TYPES)}
+    FROM json_to_recordset($1::json) AS u({_RECORD_TYPES}, xmin xid, {_CHANGE_TYPES})
+    WHERE m.id = u.id AND m.id = ANY($5::text[]) AND m.xmin = u.xmin
+    RETURNING {", ".join(f"m.{c}" for c in COLUMN_TYPES)}, u.source, u.previous_status
 """
+# The messages the batch creates, read once for both the insert and their events.
+_NEW = f"SELECT * FROM json_to_recordset($2::json) AS c({_RECORD_TYPES}, {_CHANGE_TYPES})"
 # A plain insert: a message another transaction created since the read fails it on the primary key (and
 # the batch is applied again). ON CONFLICT DO NOTHING would catch that too, at the price of a speculative
 # insertion and one more WAL record for every message created.
-_INSERT = f"""
-    INSERT INTO messages ({COLUMNS})
-    SELECT {COLUMNS} FROM json_to_recordset($2::json) AS c({_RECORD_TYPES})
-    ORDER BY id
-    RETURNING {COLUMNS}
-"""
+_INSERT = f"INSERT INTO messages ({COLUMNS}) SELECT {COLUMNS} FROM new ORDER BY id"
 # History rows from a JSON document (`{param}`: the statement's parameter holding it).
 HISTORY_INSERT = """
     INSERT INTO history (message_id, status, raw_status, segment, event_time, received_at, source,
@@ -121,32 +123,33 @@ _SENDER_EVENTS = """
     SELECT source, event_id, message_id, received_at
     FROM json_to_recordset($4::json) AS e(source text, event_id text, message_id text, received_at timestamptz)
 """
-# The event feed's rows: what the change was (source, previous status, when) and the message after it.
-# A change that left the message as the batch leaves it (nearly all: one change per message per batch)
-# takes the message's columns from the row just inserted or updated (`$5` carries only what the change was);
-# an earlier change of the same message in the batch carries its whole row (`$7`). Parsing each message's
-# row from JSON twice was a tenth of PostgreSQL's time per report. In (id, version) order, so a message's
-# events take their positions in the order they happened.
+# The event feed's rows: the message after the change, and what the change was. A message's last change in
+# the batch (nearly always its only one) comes with the row that inserts or updates it; an earlier change of
+# the same message in the batch carries its whole row then (`$6`). One JSON object per message, parsed once:
+# the changes as a document of their own, joined to the rows by id, were a fifth of what the feed cost
+# PostgreSQL. A message's events take their positions in the order they happened: with earlier changes in
+# the batch the rows are sorted by (id, version); without, each message has one event and no sort is needed.
 EVENT_COLUMNS = f"source, previous_status, at, {COLUMNS}"
+_EVENT_VALUES = f"source, previous_status, updated_at, {COLUMNS}"
 _EVENTS = f"""
     INSERT INTO events ({EVENT_COLUMNS})
-    SELECT {EVENT_COLUMNS} FROM (
-        SELECT e.source, e.previous_status, e.at, {", ".join(f"r.{c}" for c in COLUMN_TYPES)}
-        FROM json_to_recordset($5::json) AS e(id text, source text, previous_status text, at timestamptz)
-        JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS r ON r.id = e.id
+    SELECT * FROM (
+        SELECT {_EVENT_VALUES} FROM new WHERE source IS NOT NULL
         UNION ALL
-        SELECT {EVENT_COLUMNS} FROM json_to_recordset($7::json) AS e(
-            source text, previous_status text, at timestamptz, {_RECORD_TYPES})
+        SELECT {_EVENT_VALUES} FROM updated WHERE source IS NOT NULL
+        UNION ALL
+        SELECT {_EVENT_VALUES} FROM json_to_recordset($6::json) AS e({_RECORD_TYPES}, {_CHANGE_TYPES})
     ) AS fed
-    ORDER BY id, version
 """
 # The batch travels as JSON documents rather than dozens of typed arrays: one orjson call, where asyncpg
 # would encode every element of every array in Python.
 _WRITE_BACK = f"""
-WITH created AS ({_INSERT}), updated AS ({_UPDATE}), logged AS ({HISTORY_INSERT.format(param="$3")}),
-     kept AS ({_SENDER_EVENTS}), fed AS ({_EVENTS})
-SELECT messages_changed_meanwhile((SELECT count(*) FROM updated), $8)
+WITH new AS MATERIALIZED ({_NEW}), created AS ({_INSERT}), updated AS ({_UPDATE}),
+     logged AS ({HISTORY_INSERT.format(param="$3")}), kept AS ({_SENDER_EVENTS}), fed AS ({{events}})
+SELECT messages_changed_meanwhile((SELECT count(*) FROM updated), $7)
 """
+_WRITE_BACK_ONE_EACH = _WRITE_BACK.format(events=_EVENTS)
+_WRITE_BACK_SORTED = _WRITE_BACK.format(events=f"{_EVENTS} ORDER BY id, version")
 
 
 def json_rows(rows: list[Any]) -> str:
@@ -188,7 +191,8 @@ async def write_back(conn: Connection, ledger: Ledger, versions: dict[str, str])
     if not (ledger.created or ledger.changed or ledger.history or ledger.sender_events):
         return
     records = ledger.records
-    # Each record's row made once, by identity: a message's last change in the batch is also its row.
+    # Each record's row made once, by identity: a message's last change in the batch is also its row, and
+    # carries that change.
     rows: dict[int, dict[str, Any]] = {}
 
     def row(record: MessageRecord) -> dict[str, Any]:
@@ -197,23 +201,22 @@ async def write_back(conn: Connection, ledger: Ledger, versions: dict[str, str])
             found = rows[id(record)] = _record_json(record)
         return found
 
-    created = [row(records[i]) for i in sorted(ledger.created)]
-    changed = [{**row(records[i]), "xmin": versions[i]} for i in sorted(ledger.changed - ledger.created)]
-    latest: list[dict[str, Any]] = []
     earlier: list[dict[str, Any]] = []
     for e in ledger.events:
-        change = {"source": e.source, "previous_status": e.previous_status, "at": e.at}
-        if records[e.message.id] is e.message:
-            latest.append({"id": e.message.id, **change})
+        change = {"source": e.source, "previous_status": e.previous_status}
+        message = e.message
+        if records[message.id] is message and "source" not in (latest := row(message)):
+            latest.update(change)
         else:
-            earlier.append({**row(e.message), **change})
+            earlier.append({**_record_json(message), **change})
+    created = [row(records[i]) for i in sorted(ledger.created)]
+    changed = [{**row(records[i]), "xmin": versions[i]} for i in sorted(ledger.changed - ledger.created)]
     await conn.fetchval(
-        _WRITE_BACK,
+        _WRITE_BACK_SORTED if earlier else _WRITE_BACK_ONE_EACH,
         json_rows(changed),
         json_rows(created),
         json_rows([history_json(h) for h in ledger.history]),
         json_rows([_sender_event_json(e) for e in ledger.sender_events]),
-        json_rows(latest),
         [r["id"] for r in changed],
         json_rows(earlier),
         len(changed),
