@@ -126,9 +126,10 @@ _SENDER_EVENTS = """
 # The event feed's rows: the message after the change, and what the change was. A message's last change in
 # the batch (nearly always its only one) comes with the row that inserts or updates it; an earlier change of
 # the same message in the batch carries its whole row then (`$6`). One JSON object per message, parsed once:
-# the changes as a document of their own, joined to the rows by id, were a fifth of what the feed cost
-# PostgreSQL. A message's events take their positions in the order they happened: with earlier changes in
-# the batch the rows are sorted by (id, version); without, each message has one event and no sort is needed.
+# the changes as a document of their own, joined to the rows by id, and their sort, were a third of what the
+# feed cost PostgreSQL per report (bench.write_path: 4.6 against 3.0 us). A message's events take their
+# positions in the order they happened: with earlier changes in the batch the rows are sorted by (id, version);
+# without, each message has one event and no order is needed. The event's time is the message's `updated_at`.
 EVENT_COLUMNS = f"source, previous_status, at, {COLUMNS}"
 _EVENT_VALUES = f"source, previous_status, updated_at, {COLUMNS}"
 _EVENTS = f"""
