@@ -192,26 +192,27 @@ async def write_back(conn: Connection, ledger: Ledger, versions: dict[str, str])
     if not (ledger.created or ledger.changed or ledger.history or ledger.sender_events):
         return
     records = ledger.records
-    # Each record's row made once, by identity: a message's last change in the batch is also its row, and
-    # carries that change.
-    rows: dict[int, dict[str, Any]] = {}
-
-    def row(record: MessageRecord) -> dict[str, Any]:
-        found = rows.get(id(record))
-        if found is None:
-            found = rows[id(record)] = _record_json(record)
-        return found
-
+    # A message's last change in the batch (the one that left it as the batch leaves it) rides on its row;
+    # an earlier one carries a row of its own.
+    latest: dict[str, dict[str, Any]] = {}
     earlier: list[dict[str, Any]] = []
     for e in ledger.events:
         change = {"source": e.source, "previous_status": e.previous_status}
         message = e.message
-        if records[message.id] is message and "source" not in (latest := row(message)):
-            latest.update(change)
+        if records[message.id] is message and message.id not in latest:
+            latest[message.id] = change
         else:
             earlier.append({**_record_json(message), **change})
-    created = [row(records[i]) for i in sorted(ledger.created)]
-    changed = [{**row(records[i]), "xmin": versions[i]} for i in sorted(ledger.changed - ledger.created)]
+
+    def row(message_id: str) -> dict[str, Any]:
+        found = _record_json(records[message_id])
+        found.update(latest.get(message_id, ()))
+        return found
+
+    created = [row(i) for i in sorted(ledger.created)]
+    changed = [row(i) for i in sorted(ledger.changed - ledger.created)]
+    for r in changed:
+        r["xmin"] = versions[r["id"]]
     await conn.fetchval(
         _WRITE_BACK_SORTED if earlier else _WRITE_BACK_ONE_EACH,
         json_rows(changed),
